@@ -1,0 +1,68 @@
+module;
+#include <filesystem>
+#include <string>
+#include <system_error>
+
+module openlock;
+
+namespace openlock {
+namespace {
+
+class category final : public std::error_category {
+public:
+    [[nodiscard]] char const* name() const noexcept override { return "openlock"; }
+    [[nodiscard]] std::string message(int value) const override {
+        switch (static_cast<errc>(value)) {
+        case errc::timeout: return "timed out waiting for the lock";
+        case errc::invalid_release: return "release of a lock this object does not hold";
+        case errc::invalid_lock_file: return "not a valid lock file";
+        case errc::invalid_option: return "invalid option";
+        case errc::already_locked: return "this thread already holds the lock";
+        case errc::not_locked: return "the lock is no longer held by this object";
+        case errc::slow_system: return "slow system: a takeover took longer than race_delay";
+        }
+        return "unknown openlock error";
+    }
+};
+
+std::string join(std::filesystem::path const& path, std::string const& detail) {
+    std::string text = path.empty() ? std::string{} : path.string();
+    if (!detail.empty()) text += text.empty() ? detail : ": " + detail;
+    return text;
+}
+
+} // namespace
+
+std::error_category const& openlock_category() noexcept {
+    static category const instance;
+    return instance;
+}
+
+lock_error::lock_error(std::error_code code, std::filesystem::path path, std::string const& detail)
+    : std::system_error(code, join(path, detail))
+    , path_(std::move(path)) {}
+
+timeout_error::timeout_error(std::filesystem::path path, std::string holder_description)
+    : lock_error(errc::timeout, std::move(path),
+                 holder_description.empty() ? std::string{} : "held by " + holder_description)
+    , holder_(std::move(holder_description)) {}
+
+invalid_release::invalid_release(std::filesystem::path path)
+    : lock_error(errc::invalid_release, std::move(path)) {}
+
+invalid_lock_file::invalid_lock_file(std::filesystem::path path, std::string const& reason)
+    : lock_error(errc::invalid_lock_file, std::move(path), reason) {}
+
+invalid_option::invalid_option(std::string const& what_is_wrong)
+    : lock_error(errc::invalid_option, {}, what_is_wrong) {}
+
+already_locked::already_locked(std::filesystem::path path)
+    : lock_error(errc::already_locked, std::move(path)) {}
+
+not_locked::not_locked(std::filesystem::path path, std::string const& detail)
+    : lock_error(errc::not_locked, std::move(path), detail) {}
+
+slow_system::slow_system(std::filesystem::path path, std::string const& detail)
+    : lock_error(errc::slow_system, std::move(path), detail) {}
+
+} // namespace openlock

@@ -1,0 +1,115 @@
+// :file_lock — the lock object: Python openlock's and flufl.lock's vocabulary with C++ conventions
+// (TimedLockable, so std::unique_lock and std::scoped_lock work).
+module;
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <system_error>
+
+export module openlock:file_lock;
+import :errors;
+import :options;
+import :record;
+
+export namespace openlock {
+
+/// A cross-process lock on one lock file; works on network file systems, across hosts and in containers.
+///
+/// Contention is a value (try_acquire returns false); failures are exceptions carrying the path and the OS error,
+/// or an error_code with the non-throwing overloads. A lock whose holder provably died (same host: pid, start time
+/// and name no longer match a running process) is taken over safely. One object shared by threads is a timed mutex
+/// across threads and processes; two objects on one path in one process exclude each other. The destructor releases;
+/// so does normal process exit. A child after fork() never releases its parent's lock.
+class file_lock {
+public:
+    using duration = std::chrono::nanoseconds;
+
+    /// A lock on lock_file that waits forever by default. Nothing is touched on disk until acquire.
+    explicit file_lock(std::filesystem::path lock_file = "openlock.lock");
+
+    /// A lock on lock_file whose acquire() waits at most `timeout` (none: forever). Throws invalid_option.
+    file_lock(std::filesystem::path lock_file, std::optional<duration> timeout, options settings = get_defaults());
+
+    /// The same with any std::chrono duration (500ms, 5s, 1.5s as duration<double>).
+    template <class Rep, class Period>
+    file_lock(std::filesystem::path lock_file, std::chrono::duration<Rep, Period> timeout,
+              options settings = get_defaults())
+        : file_lock(std::move(lock_file), std::optional<duration>{to_duration(timeout)}, std::move(settings)) {}
+
+    file_lock(file_lock const&) = delete;
+    file_lock& operator=(file_lock const&) = delete;
+    /// Releases the lock if this object holds it (errors are swallowed: use release() to see them).
+    ~file_lock();
+
+    /// Waits up to timeout() (forever when none) for the lock. Throws timeout_error naming the holder,
+    /// already_locked when the calling thread holds it, invalid_lock_file, or lock_error with the OS error.
+    void acquire();
+    /// Waits at most `timeout`; zero or negative tries once (taking over a stale lock if there is one).
+    template <class Rep, class Period>
+    void acquire(std::chrono::duration<Rep, Period> timeout) {
+        acquire_for(to_duration(timeout));
+    }
+    void acquire(std::error_code& error) noexcept;
+    template <class Rep, class Period>
+    void acquire(std::chrono::duration<Rep, Period> timeout, std::error_code& error) noexcept {
+        acquire_for(to_duration(timeout), error);
+    }
+
+    /// One attempt: true when this object now holds the lock, false when another holder has it.
+    [[nodiscard]] bool try_acquire();
+    [[nodiscard]] bool try_acquire(std::error_code& error) noexcept;
+
+    /// Removes the lock file if it is still ours. Throws invalid_release when this object does not hold the lock,
+    /// not_locked when the lock was broken or replaced while held (this object no longer holds it either way).
+    void release();
+    void release(std::error_code& error) noexcept;
+
+    /// True when some live process (this one included) holds the lock, or when its holder cannot be judged here
+    /// (another host); false when the lock file is absent or provably stale.
+    [[nodiscard]] bool locked() const;
+    [[nodiscard]] bool locked(std::error_code& error) const noexcept;
+    /// True when this object holds the lock (in this process: false in a child after fork()).
+    [[nodiscard]] bool owns_lock() const noexcept;
+    /// The holder's pid when the lock is held (not stale), like Python openlock's getpid().
+    [[nodiscard]] std::optional<std::int64_t> getpid() const;
+    /// The holder's record when the lock is held (not stale).
+    [[nodiscard]] std::optional<lock_record> owner() const;
+
+    [[nodiscard]] std::filesystem::path const& lock_file() const noexcept;
+    [[nodiscard]] std::optional<duration> timeout() const noexcept;
+    [[nodiscard]] options const& settings() const noexcept;
+
+    // TimedLockable, for std::unique_lock, std::scoped_lock and std::lock_guard.
+    /// acquire(): waits up to timeout(), throwing timeout_error after it.
+    void lock() { acquire(); }
+    [[nodiscard]] bool try_lock() { return try_acquire(); }
+    void unlock() { release(); }
+    template <class Rep, class Period>
+    [[nodiscard]] bool try_lock_for(std::chrono::duration<Rep, Period> const& timeout) {
+        return try_acquire_for(to_duration(timeout));
+    }
+    template <class Clock, class Duration>
+    [[nodiscard]] bool try_lock_until(std::chrono::time_point<Clock, Duration> const& deadline) {
+        return try_acquire_for(to_duration(deadline - Clock::now()));
+    }
+
+private:
+    template <class Rep, class Period>
+    static duration to_duration(std::chrono::duration<Rep, Period> value) {
+        using wide = std::chrono::duration<long double, std::nano>;
+        auto const nanoseconds = std::chrono::duration_cast<wide>(value).count();
+        if (nanoseconds >= static_cast<long double>(duration::max().count())) return duration::max();
+        if (nanoseconds <= 0) return duration::zero();
+        return std::chrono::ceil<duration>(wide{nanoseconds});
+    }
+    void acquire_for(duration timeout);
+    void acquire_for(duration timeout, std::error_code& error) noexcept;
+    bool try_acquire_for(duration timeout);
+
+    struct state;
+    std::unique_ptr<state> state_;
+};
+
+} // namespace openlock

@@ -1,0 +1,335 @@
+module;
+#include <chrono>
+#include <filesystem>
+#include <string>
+#include <system_error>
+#include <vector>
+
+module openlock;
+import :protocol;
+import :sys;
+
+namespace openlock::detail {
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path sibling(fs::path const& lock_file, std::string const& suffix) {
+    auto name = lock_file.filename();
+    name += suffix;
+    return lock_file.parent_path() / name;
+}
+
+fs::path directory_of(fs::path const& lock_file) {
+    auto parent = lock_file.parent_path();
+    return parent.empty() ? fs::path{"."} : parent;
+}
+
+bool is(std::error_code const& code, std::errc value) { return code == std::make_error_condition(value); }
+
+void report(options const& settings, diagnostic::kind what, fs::path const& path, std::string detail) {
+    if (settings.on_diagnostic) settings.on_diagnostic(diagnostic{what, path, std::move(detail)});
+}
+
+std::string describe_type(sys::entry_kind kind) {
+    switch (kind) {
+    case sys::entry_kind::symlink: return "the lock path is a symbolic link (never followed)";
+    case sys::entry_kind::directory: return "the lock path is a directory";
+    case sys::entry_kind::other: return "the lock path is not a regular file (FIFO, socket or device)";
+    default: return {};
+    }
+}
+
+// A record file of ours (a claim file, a guard's owner file) whose writer is provably gone.
+bool left_by_dead_process(fs::path const& file) {
+    sys::file_content content;
+    if (sys::read_file(file, max_record_size, content) || content.kind != sys::entry_kind::regular) return false;
+    auto const parsed = parse_record(content.bytes);
+    return parsed.status == record_status::ok && judge(parsed.record) == verdict::stale;
+}
+
+// Removes a guard-like directory whose single owner file was written by a dead process; exact removals only.
+bool remove_dead_owner_directory(fs::path const& directory) {
+    std::vector<std::string> names;
+    if (sys::list_directory(directory, names) || names.size() != 1) return false;
+    auto const owner_file = directory / names.front();
+    if (!left_by_dead_process(owner_file)) return false;
+    sys::remove_file(owner_file);
+    sys::remove_directory(directory); // fails harmlessly if someone else's guard replaced it meanwhile
+    return true;
+}
+
+// Under the guard: claim files and half-made guard directories of dead processes next to this lock.
+void sweep_leftovers(fs::path const& lock_file, options const& settings) {
+    auto const lock_name = lock_file.filename().string();
+    auto const claim_prefix = lock_name + ".claim.";
+    auto const guard_prefix = lock_name + ".takeover.";
+    std::vector<std::string> names;
+    if (sys::list_directory(directory_of(lock_file), names)) return;
+    for (auto const& name : names) {
+        auto const path = lock_file.parent_path() / name;
+        bool removed = false;
+        if (name.starts_with(claim_prefix)) {
+            removed = left_by_dead_process(path) && !sys::remove_file(path);
+        } else if (name.starts_with(guard_prefix)) {
+            removed = remove_dead_owner_directory(path);
+        }
+        if (removed) report(settings, diagnostic::kind::leftover_removed, path, "left by a process that is gone");
+    }
+}
+
+class takeover_guard {
+public:
+    explicit takeover_guard(fs::path const& lock_file)
+        : guard_(guard_path(lock_file))
+        , nonce_(sys::random_nonce())
+        , staging_(sibling(lock_file, ".takeover." + nonce_)) {}
+
+    takeover_guard(takeover_guard const&) = delete;
+    takeover_guard& operator=(takeover_guard const&) = delete;
+
+    ~takeover_guard() {
+        if (!held_) return;
+        sys::remove_file(guard_ / nonce_);
+        sys::remove_directory(guard_);
+    }
+
+    // Makes a directory holding our record and renames it into place: rename fails while another guard (a
+    // non-empty directory) is there, so at most one process holds the guard.
+    enum class outcome { held, busy, failed };
+    outcome try_hold(options const& settings, std::string& holder, failure& error) {
+        for (int attempt = 0; attempt < 2; ++attempt) {
+            if (auto const code = stage(); code) {
+                error = {code, staging_, "cannot prepare the takeover guard"};
+                return outcome::failed;
+            }
+            auto const code = sys::rename_directory(staging_, guard_);
+            if (!code) {
+                held_ = true;
+                return outcome::held;
+            }
+            unstage();
+            if (!is(code, std::errc::directory_not_empty) && !is(code, std::errc::file_exists)) {
+                error = {code, guard_, "cannot take the takeover guard"};
+                return outcome::failed;
+            }
+            if (!remove_dead_owner_directory(guard_)) {
+                holder = describe_guard_holder();
+                return outcome::busy;
+            }
+            report(settings, diagnostic::kind::leftover_removed, guard_, "takeover guard of a process that is gone");
+        }
+        holder = describe_guard_holder();
+        return outcome::busy;
+    }
+
+private:
+    std::error_code stage() {
+        if (auto const code = sys::make_directory(staging_)) return code;
+        sys::file_identity ignored;
+        auto const code = sys::create_exclusive(staging_ / nonce_, serialize_record(make_record(nonce_)), ignored);
+        if (code) sys::remove_directory(staging_);
+        return code;
+    }
+
+    void unstage() {
+        sys::remove_file(staging_ / nonce_);
+        sys::remove_directory(staging_);
+    }
+
+    std::string describe_guard_holder() const {
+        std::vector<std::string> names;
+        if (sys::list_directory(guard_, names) || names.size() != 1) return "another process";
+        sys::file_content content;
+        if (sys::read_file(guard_ / names.front(), max_record_size, content)) return "another process";
+        auto const parsed = parse_record(content.bytes);
+        return parsed.status == record_status::ok ? describe_holder(parsed.record) : "another process";
+    }
+
+    fs::path guard_;
+    std::string nonce_;
+    fs::path staging_;
+    bool held_ = false;
+};
+
+} // namespace
+
+fs::path guard_path(fs::path const& lock_file) { return sibling(lock_file, ".takeover"); }
+
+[[noreturn]] void raise(failure const& what) {
+    if (what.code.category() == openlock_category()) {
+        switch (static_cast<errc>(what.code.value())) {
+        case errc::timeout: throw timeout_error(what.path, what.detail);
+        case errc::invalid_release: throw invalid_release(what.path);
+        case errc::invalid_lock_file: throw invalid_lock_file(what.path, what.detail);
+        case errc::invalid_option: throw invalid_option(what.detail);
+        case errc::already_locked: throw already_locked(what.path);
+        case errc::not_locked: throw not_locked(what.path, what.detail);
+        case errc::slow_system: throw slow_system(what.path, what.detail);
+        }
+    }
+    throw lock_error(what.code, what.path, what.detail);
+}
+
+verdict judge(lock_record const& record) {
+    if (record.version != 1) return verdict::unknown;
+    auto const me = sys::current_process();
+    if (record.host != me.host || record.boot_id != me.boot_id || record.pid_namespace != me.pid_namespace)
+        return verdict::unknown;
+    switch (sys::local_process_state(record.pid, record.start_time, record.name)) {
+    case sys::process_state::alive: return verdict::live;
+    case sys::process_state::gone: return verdict::stale;
+    case sys::process_state::unknown: return verdict::unknown;
+    }
+    return verdict::unknown;
+}
+
+bool observe(fs::path const& lock_file, observation& out, failure& error) {
+    out = {};
+    sys::file_content content;
+    if (auto const code = sys::read_file(lock_file, max_record_size, content)) {
+        error = {code, lock_file, "cannot read the lock file"};
+        return false;
+    }
+    out.identity = content.identity;
+    if (content.kind == sys::entry_kind::absent) return true;
+    if (content.kind != sys::entry_kind::regular) {
+        out.what = observation::kind::invalid;
+        out.problem = describe_type(content.kind);
+        return true;
+    }
+    auto parsed = parse_record(content.bytes);
+    out.bytes = std::move(content.bytes);
+    if (parsed.status != record_status::ok) {
+        out.what = observation::kind::invalid;
+        out.content_problem = true;
+        out.problem = std::move(parsed.problem);
+        return true;
+    }
+    out.what = observation::kind::held;
+    out.record = std::move(parsed.record);
+    return true;
+}
+
+lock_record make_record(std::string nonce) {
+    auto const me = sys::current_process();
+    lock_record record;
+    record.pid = me.pid;
+    record.name = me.name;
+    record.version = 1;
+    record.host = me.host;
+    record.boot_id = me.boot_id;
+    record.pid_namespace = me.pid_namespace;
+    record.start_time = me.start_time;
+    record.nonce = std::move(nonce);
+    record.acquired = std::chrono::system_clock::now();
+    return record;
+}
+
+claim_result try_claim(fs::path const& lock_file, claim_method method, claim& out, observation& seen,
+                       failure& error) {
+    out = {};
+    out.nonce = sys::random_nonce();
+    out.owner_pid = sys::current_pid();
+    auto const text = serialize_record(make_record(out.nonce));
+
+    std::error_code code;
+    if (method == claim_method::exclusive_create) {
+        code = sys::create_exclusive(lock_file, text, out.identity);
+        if (!code) return claim_result::acquired;
+    } else {
+        out.claim_file = sibling(lock_file, ".claim." + out.nonce);
+        if (auto const creation = sys::create_exclusive(out.claim_file, text, out.identity)) {
+            error = {creation, out.claim_file, "cannot create the claim file"};
+            return claim_result::failed;
+        }
+        code = sys::make_link(out.claim_file, lock_file);
+        if (!code) return claim_result::acquired;
+        if (sys::means_no_hard_links(code)) {
+            sys::remove_file(out.claim_file);
+            return claim_result::no_hard_links;
+        }
+    }
+    // EEXIST, or an unclear answer (EIO; an NFS retransmission of a request that did succeed): the lock is ours
+    // exactly when the lock file holds our nonce. Reading it (not stat) revalidates NFS client caches.
+    failure unreadable;
+    bool const readable = observe(lock_file, seen, unreadable);
+    if (readable && seen.what == observation::kind::held && seen.record.nonce == out.nonce)
+        return claim_result::acquired;
+    if (!out.claim_file.empty()) sys::remove_file(out.claim_file);
+    if (is(code, std::errc::file_exists)) {
+        if (!readable) {
+            error = unreadable;
+            return claim_result::failed;
+        }
+        return claim_result::taken;
+    }
+    error = {code, lock_file,
+             method == claim_method::exclusive_create ? "cannot create the lock file"
+                                                      : "cannot link the claim file to the lock file"};
+    return claim_result::failed;
+}
+
+bool release_claim(fs::path const& lock_file, claim const& held, failure& error) {
+    sys::file_identity now_there;
+    auto const code = sys::identify(lock_file, now_there);
+    bool const ours = !code && now_there == held.identity;
+    if (ours) {
+        if (auto const removal = sys::remove_file(lock_file)) {
+            error = {removal, lock_file, "cannot remove the lock file"};
+            return false;
+        }
+    }
+    if (!held.claim_file.empty()) sys::remove_file(held.claim_file);
+    if (ours) return true;
+    if (code && !is(code, std::errc::no_such_file_or_directory)) {
+        error = {code, lock_file, "cannot check the lock file"};
+        return false;
+    }
+    error = {errc::not_locked, lock_file,
+             code ? "the lock file was removed while held" : "the lock file was replaced while held"};
+    return false;
+}
+
+takeover_report remove_observed(fs::path const& lock_file, observation const& observed, bool force,
+                                options const& settings, failure& error) {
+    takeover_report report_back;
+    auto const started = std::chrono::steady_clock::now();
+    takeover_guard guard{lock_file};
+    switch (guard.try_hold(settings, report_back.guard_holder, error)) {
+    case takeover_guard::outcome::held: break;
+    case takeover_guard::outcome::busy: report_back.result = takeover_result::busy; return report_back;
+    case takeover_guard::outcome::failed: report_back.result = takeover_result::failed; return report_back;
+    }
+
+    // Under the guard nobody else removes the lock file, and a stale holder cannot come back: what we read now
+    // stays at the lock path until we remove it.
+    observation now;
+    if (!observe(lock_file, now, error)) {
+        report_back.result = takeover_result::failed;
+        return report_back;
+    }
+    bool const same = now.what == observed.what && now.identity == observed.identity && now.bytes == observed.bytes;
+    bool const removable = force || (now.what == observation::kind::held && judge(now.record) == verdict::stale);
+    report_back.result = takeover_result::changed;
+    if (same && removable && now.what != observation::kind::absent) {
+        if (auto const code = sys::remove_file(lock_file)) {
+            error = {code, lock_file, "cannot remove the stale lock file"};
+            report_back.result = takeover_result::failed;
+            return report_back;
+        }
+        report_back.result = takeover_result::removed;
+        report(settings, diagnostic::kind::stale_lock_removed, lock_file,
+               now.what == observation::kind::held ? describe_holder(now.record) : now.problem);
+    }
+    sweep_leftovers(lock_file, settings);
+
+    auto const took = std::chrono::steady_clock::now() - started;
+    if (took > settings.race_delay)
+        report(settings, diagnostic::kind::slow_system, lock_file,
+               "a takeover took " +
+                   std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(took).count()) + " ms");
+    return report_back;
+}
+
+} // namespace openlock::detail

@@ -1,0 +1,84 @@
+// :protocol — the portable steps of docs/protocol.md (claim, judge, guarded takeover, release), shared by
+// file_lock and the inspection functions. Internal: nothing here is exported.
+module;
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <system_error>
+
+module openlock:protocol;
+import :errors;
+import :options;
+import :record;
+import :sys;
+
+namespace openlock::detail {
+
+/// A failed call, with everything its typed exception needs.
+struct failure {
+    std::error_code code;
+    std::filesystem::path path;
+    std::string detail;
+};
+
+/// Throws the exception type that matches failure.code.
+[[noreturn]] void raise(failure const& what);
+
+/// Whether the holder a record names still holds the lock.
+enum class verdict {
+    live,    ///< a running process of this host, boot and pid namespace
+    stale,   ///< provably gone: the lock may be removed (under the takeover guard)
+    unknown, ///< another host, boot, pid namespace or record version: cannot be judged here, counts as held
+};
+verdict judge(lock_record const& record);
+
+/// What the lock path holds at one moment.
+struct observation {
+    enum class kind { absent, held, invalid } what = kind::absent;
+    bool content_problem = false; ///< invalid because of its bytes (may be mid-write), not because of its type
+    lock_record record;           ///< when held
+    std::string problem;          ///< when invalid
+    sys::file_identity identity;
+    std::string bytes;
+};
+bool observe(std::filesystem::path const& lock_file, observation& out, failure& error);
+
+/// What this process needs to remember about a lock it holds.
+struct claim {
+    std::string nonce;
+    std::int64_t owner_pid = 0;
+    std::filesystem::path claim_file; ///< kept while held with hard_link (pins the inode); empty otherwise
+    sys::file_identity identity;
+};
+
+/// This process's record for a new acquisition.
+lock_record make_record(std::string nonce);
+
+enum class claim_result { acquired, taken, no_hard_links, failed };
+/// One attempt to make the lock file appear with our record; when taken, `seen` is what holds it.
+claim_result try_claim(std::filesystem::path const& lock_file, claim_method method, claim& out, observation& seen,
+                       failure& error);
+
+/// Removes the lock file if it is still the one this claim made; not_locked when it is not.
+bool release_claim(std::filesystem::path const& lock_file, claim const& held, failure& error);
+
+enum class takeover_result {
+    removed, ///< the observed lock file was removed
+    changed, ///< the lock path no longer holds what was observed: nothing removed, look again
+    busy,    ///< another live process is taking over right now
+    failed,
+};
+struct takeover_report {
+    takeover_result result = takeover_result::failed;
+    std::string guard_holder; ///< when busy
+};
+/// Removes exactly the observed lock file, serialized with every other takeover by the guard directory
+/// "<lock>.takeover". Without `force`, only a stale record is removed; with it, whatever was observed.
+takeover_report remove_observed(std::filesystem::path const& lock_file, observation const& observed, bool force,
+                                options const& settings, failure& error);
+
+std::filesystem::path guard_path(std::filesystem::path const& lock_file);
+
+} // namespace openlock::detail

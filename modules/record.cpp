@@ -1,0 +1,174 @@
+module;
+#include <algorithm>
+#include <charconv>
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+module openlock;
+
+namespace openlock {
+namespace {
+
+constexpr std::int64_t largest_pid = 4294967295; // DWORD on Windows; Linux pid_max is far below
+constexpr std::size_t most_lines = 64;
+
+struct line_reader {
+    std::string_view rest;
+    std::optional<std::string_view> next() {
+        if (rest.empty()) return std::nullopt;
+        auto const end = rest.find('\n');
+        auto const line = rest.substr(0, end);
+        rest.remove_prefix(end == std::string_view::npos ? rest.size() : end + 1);
+        return line;
+    }
+};
+
+template <class Integer>
+bool parse_decimal(std::string_view text, Integer& out) {
+    if (text.empty() || text.size() > 20 || !std::all_of(text.begin(), text.end(), [](char c) {
+            return c >= '0' && c <= '9';
+        }))
+        return false;
+    auto const [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+    return ec == std::errc{} && end == text.data() + text.size();
+}
+
+bool valid_key(std::string_view key) {
+    return !key.empty() && key.size() <= 64 && std::all_of(key.begin(), key.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+    });
+}
+
+std::optional<std::chrono::system_clock::time_point> parse_time(std::string_view text) {
+    auto const dot = text.find('.');
+    std::int64_t seconds = 0;
+    std::int64_t nanoseconds = 0;
+    if (!parse_decimal(text.substr(0, dot), seconds) || seconds > 1'000'000'000'000) return std::nullopt;
+    if (dot != std::string_view::npos) {
+        auto const fraction = text.substr(dot + 1);
+        if (fraction.size() != 9 || !parse_decimal(fraction, nanoseconds)) return std::nullopt;
+    }
+    auto const since_epoch = std::chrono::seconds{seconds} + std::chrono::nanoseconds{nanoseconds};
+    return std::chrono::system_clock::time_point{
+        std::chrono::duration_cast<std::chrono::system_clock::duration>(since_epoch)};
+}
+
+std::string format_time(std::chrono::system_clock::time_point when) {
+    auto const since_epoch = std::chrono::duration_cast<std::chrono::nanoseconds>(when.time_since_epoch());
+    auto const seconds = since_epoch.count() / 1'000'000'000;
+    auto fraction = std::to_string(since_epoch.count() % 1'000'000'000);
+    fraction.insert(0, 9 - fraction.size(), '0');
+    return std::to_string(seconds) + "." + fraction;
+}
+
+std::string printable(std::string_view text) {
+    std::string out{text};
+    std::replace_if(out.begin(), out.end(), [](char c) { return c == '\n' || c == '\0'; }, '?');
+    return out;
+}
+
+parsed_record failure(record_status status, std::string problem) {
+    return {status, {}, std::move(problem)};
+}
+
+} // namespace
+
+parsed_record parse_record(std::string_view text) {
+    if (text.empty()) return failure(record_status::empty, "the lock file is empty");
+    if (text.size() > max_record_size) return failure(record_status::too_large, "the lock file is too large");
+    if (text.find('\0') != std::string_view::npos)
+        return failure(record_status::malformed, "the lock file holds NUL bytes");
+    if (text.back() != '\n') return failure(record_status::incomplete, "the lock record has no final newline");
+
+    line_reader lines{text};
+    parsed_record result{record_status::ok, {}, {}};
+    auto& record = result.record;
+
+    auto const pid_line = lines.next();
+    if (!parse_decimal(*pid_line, record.pid) || record.pid <= 0 || record.pid > largest_pid)
+        return failure(record_status::malformed, "the first line is not a process id");
+    auto const name_line = lines.next();
+    if (!name_line) return failure(record_status::incomplete, "the lock record has no process name");
+    record.name = std::string{*name_line};
+
+    std::size_t count = 2;
+    std::vector<std::string_view> seen_keys;
+    while (auto const line = lines.next()) {
+        if (++count > most_lines) return failure(record_status::malformed, "the lock record has too many lines");
+        auto const equals = line->find('=');
+        if (equals == std::string_view::npos)
+            return failure(record_status::malformed, "a line of the lock record is not key=value");
+        auto const key = line->substr(0, equals);
+        auto const value = line->substr(equals + 1);
+        if (!valid_key(key)) return failure(record_status::malformed, "a key of the lock record is not valid");
+        if (std::find(seen_keys.begin(), seen_keys.end(), key) != seen_keys.end())
+            return failure(record_status::malformed, "a key of the lock record repeats");
+        seen_keys.push_back(key);
+
+        if (key == "version") {
+            if (!parse_decimal(value, record.version) || record.version < 1)
+                return failure(record_status::malformed, "the version is not a positive number");
+        } else if (key == "host") {
+            record.host = value;
+        } else if (key == "boot_id") {
+            record.boot_id = value;
+        } else if (key == "pid_ns") {
+            record.pid_namespace = value;
+        } else if (key == "start_time") {
+            std::uint64_t ticks = 0;
+            if (!parse_decimal(value, ticks))
+                return failure(record_status::malformed, "the start time is not a number");
+            record.start_time = ticks;
+        } else if (key == "nonce") {
+            record.nonce = value;
+        } else if (key == "acquired") {
+            record.acquired = parse_time(value);
+            if (!record.acquired) return failure(record_status::malformed, "the acquisition time is not valid");
+        } else {
+            record.extra.emplace_back(key, value);
+        }
+    }
+    if (record.version == 0 && !seen_keys.empty())
+        return failure(record_status::malformed, "the lock record has fields but no version");
+    if (record.version >= 1 && record.nonce.empty())
+        return failure(record_status::incomplete, "the lock record has no nonce");
+    return result;
+}
+
+std::string serialize_record(lock_record const& record) {
+    std::string text;
+    text.reserve(256);
+    text += std::to_string(record.pid);
+    text += '\n';
+    text += printable(record.name);
+    text += '\n';
+    if (record.version == 0) return text;
+    auto const field = [&text](std::string_view key, std::string_view value) {
+        text += key;
+        text += '=';
+        text += printable(value);
+        text += '\n';
+    };
+    field("version", std::to_string(record.version));
+    field("host", record.host);
+    field("boot_id", record.boot_id);
+    field("pid_ns", record.pid_namespace);
+    if (record.start_time) field("start_time", std::to_string(*record.start_time));
+    field("nonce", record.nonce);
+    if (record.acquired) field("acquired", format_time(*record.acquired));
+    for (auto const& [key, value] : record.extra) field(key, value);
+    return text;
+}
+
+std::string describe_holder(lock_record const& record) {
+    std::string text = "pid " + std::to_string(record.pid);
+    if (!record.name.empty()) text += " (" + record.name + ")";
+    if (!record.host.empty()) text += " on host " + record.host;
+    return text;
+}
+
+} // namespace openlock

@@ -1,0 +1,63 @@
+// :record — the on-disk lock record: parse and serialize, pure functions with no I/O (fuzzed in test/).
+module;
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+export module openlock:record;
+
+export namespace openlock {
+
+/// Who holds a lock, as written in the lock file. Version 1 text format (docs/protocol.md):
+///   "<pid>\n<name>\nversion=1\nhost=...\nboot_id=...\npid_ns=...\nstart_time=...\nnonce=...\nacquired=...\n"
+/// The first two lines are those of Python openlock; unknown keys are kept, in order, for forward compatibility.
+struct lock_record {
+    std::int64_t pid = 0;
+    std::string name;      ///< the holder's process name (what the OS reports for the pid)
+    int version = 0;       ///< 0: a bare "pid\nname\n" record (Python openlock); 1: this library's
+    std::string host;      ///< host name of the holder
+    std::string boot_id;   ///< identity of the holder's boot; differs after a reboot
+    std::string pid_namespace; ///< identity of the holder's pid namespace (containers)
+    std::optional<std::uint64_t> start_time; ///< the holder process's start time, in OS ticks (PID-reuse guard)
+    std::string nonce;     ///< unique per acquisition: tells our record from every other
+    std::optional<std::chrono::system_clock::time_point> acquired; ///< when the lock was taken
+    std::vector<std::pair<std::string, std::string>> extra; ///< keys this version does not know
+
+    friend bool operator==(lock_record const&, lock_record const&) = default;
+};
+
+/// What a byte string turned out to be.
+enum class record_status {
+    ok,         ///< a lock record
+    empty,      ///< no bytes (a file being written, or left by a crash during exclusive_create)
+    incomplete, ///< no final newline or a required field missing: a record being written or truncated
+    malformed,  ///< bytes that are not a lock record (bad pid, NUL, bad field, duplicate key)
+    too_large,  ///< longer than max_record_size
+};
+
+/// The result of parse_record; record is meaningful only when status is ok.
+struct parsed_record {
+    record_status status = record_status::empty;
+    lock_record record;
+    std::string problem; ///< for anything but ok: what is wrong, in words
+};
+
+/// Records are small; anything larger is not one of ours and is not read further.
+inline constexpr std::size_t max_record_size = 4096;
+
+/// Parses untrusted bytes; never throws on bad input, never reads past text.
+[[nodiscard]] parsed_record parse_record(std::string_view text);
+
+/// The canonical text of a record; parse_record(serialize_record(r)) == r for every record it accepts.
+/// Newlines and NULs in string fields are replaced by '?', so the output always parses.
+[[nodiscard]] std::string serialize_record(lock_record const& record);
+
+/// "pid 123 (name) on host h": how errors and the CLI name a holder.
+[[nodiscard]] std::string describe_holder(lock_record const& record);
+
+} // namespace openlock

@@ -1,0 +1,83 @@
+module;
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <system_error>
+
+module openlock;
+import :protocol;
+import :sys;
+
+namespace openlock {
+
+char const* to_string(lock_state state) noexcept {
+    switch (state) {
+    case lock_state::unlocked: return "unlocked";
+    case lock_state::ours: return "ours";
+    case lock_state::theirs: return "theirs";
+    case lock_state::stale: return "stale";
+    case lock_state::unknown: return "unknown";
+    case lock_state::invalid: return "invalid";
+    }
+    return "invalid";
+}
+
+lock_status inspect(std::filesystem::path const& lock_file) {
+    detail::observation seen;
+    detail::failure failure;
+    if (!detail::observe(lock_file, seen, failure)) detail::raise(failure);
+    lock_status status;
+    switch (seen.what) {
+    case detail::observation::kind::absent: return status;
+    case detail::observation::kind::invalid:
+        status.state = lock_state::invalid;
+        status.problem = seen.problem;
+        return status;
+    case detail::observation::kind::held: break;
+    }
+    switch (detail::judge(seen.record)) {
+    case detail::verdict::stale: status.state = lock_state::stale; break;
+    case detail::verdict::unknown: status.state = lock_state::unknown; break;
+    case detail::verdict::live:
+        status.state = seen.record.pid == sys::current_pid() ? lock_state::ours : lock_state::theirs;
+        break;
+    }
+    status.record = std::move(seen.record);
+    return status;
+}
+
+lock_status inspect(std::filesystem::path const& lock_file, std::error_code& error) noexcept {
+    try {
+        error = {};
+        return inspect(lock_file);
+    } catch (std::system_error const& e) {
+        error = e.code();
+    } catch (...) {
+        error = std::make_error_code(std::errc::not_enough_memory);
+    }
+    return {};
+}
+
+break_result break_lock(std::filesystem::path const& lock_file, bool force, options const& settings) {
+    for (int attempt = 0; attempt < 100; ++attempt) {
+        detail::observation seen;
+        detail::failure failure;
+        if (!detail::observe(lock_file, seen, failure)) detail::raise(failure);
+        if (seen.what == detail::observation::kind::absent) return break_result::nothing_to_break;
+        bool const stale =
+            seen.what == detail::observation::kind::held && detail::judge(seen.record) == detail::verdict::stale;
+        if (!stale && !force) return break_result::refused;
+        if (seen.what == detail::observation::kind::invalid && !seen.content_problem)
+            return break_result::refused; // a symlink, directory or device is never ours to remove
+        auto const takeover = detail::remove_observed(lock_file, seen, force, settings, failure);
+        switch (takeover.result) {
+        case detail::takeover_result::removed: return break_result::removed;
+        case detail::takeover_result::busy: return break_result::busy;
+        case detail::takeover_result::failed: detail::raise(failure);
+        case detail::takeover_result::changed: break; // look again
+        }
+    }
+    return break_result::busy;
+}
+
+} // namespace openlock

@@ -1,0 +1,51 @@
+// :status — looking at a lock file from outside (no lock object): what `openlock status` and `openlock break` use.
+module;
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <system_error>
+
+export module openlock:status;
+import :options;
+import :record;
+
+export namespace openlock {
+
+/// What a lock file says about its lock, judged from this process.
+enum class lock_state {
+    unlocked, ///< no lock file
+    ours,     ///< held by this process
+    theirs,   ///< held by another live process of this host
+    stale,    ///< the holder is provably gone: the next acquire takes it over
+    unknown,  ///< held by a process of another host, boot or pid namespace: cannot be judged here, counts as held
+    invalid,  ///< the lock path holds something that is not a lock record (symlink, directory, garbage)
+};
+
+/// The name of a state as the CLI prints it ("unlocked", "ours", ...).
+[[nodiscard]] char const* to_string(lock_state state) noexcept;
+
+/// One look at a lock file.
+struct lock_status {
+    lock_state state = lock_state::unlocked;
+    std::optional<lock_record> record; ///< when the file holds a record (any state but unlocked and invalid)
+    std::string problem;               ///< when invalid: what is wrong
+};
+
+/// Reads and judges the lock file; never modifies anything. Throws lock_error when it cannot be read.
+[[nodiscard]] lock_status inspect(std::filesystem::path const& lock_file);
+[[nodiscard]] lock_status inspect(std::filesystem::path const& lock_file, std::error_code& error) noexcept;
+
+/// What break_lock did.
+enum class break_result {
+    nothing_to_break, ///< there was no lock file
+    removed,          ///< the lock file was removed
+    refused,          ///< the lock is held (or not a lock record) and force was not given: nothing removed
+    busy,             ///< another process is taking the lock over right now: nothing removed
+};
+
+/// Removes a stale lock file, serialized with every takeover, removing exactly the file that was judged.
+/// With force, also a live holder's lock or an invalid lock file (never a directory, never through a symlink).
+[[nodiscard]] break_result break_lock(std::filesystem::path const& lock_file, bool force = false,
+                                      options const& settings = get_defaults());
+
+} // namespace openlock

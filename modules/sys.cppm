@@ -1,0 +1,91 @@
+// :sys — the OS seam, declared once. platform/<os>/ implements it; CMake picks the folder. Nothing here is
+// exported to users. Every call reports the OS's own error code untouched.
+module;
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+module openlock:sys;
+
+namespace openlock::sys {
+
+/// Which file a name pointed at; equal identities of two names mean one file.
+struct file_identity {
+    std::uint64_t device = 0;
+    std::uint64_t inode = 0;
+    friend bool operator==(file_identity const&, file_identity const&) = default;
+};
+
+/// The calling process as it writes itself into a lock record.
+struct process_identity {
+    std::int64_t pid = 0;
+    std::string name;
+    std::string host;
+    std::string boot_id;
+    std::string pid_namespace;
+    std::optional<std::uint64_t> start_time;
+};
+
+/// This process; cached, and recomputed in a child after fork().
+process_identity current_process();
+
+/// The calling process's id (cheap; correct after fork()).
+std::int64_t current_pid() noexcept;
+
+enum class process_state {
+    alive,   ///< a process with this pid, start time and name runs now
+    gone,    ///< provably not running: no such pid, a zombie, or another process reusing the pid
+    unknown, ///< exists but cannot be inspected (permissions, no /proc)
+};
+
+/// Judges a process of this host, boot and pid namespace.
+process_state local_process_state(std::int64_t pid, std::optional<std::uint64_t> start_time, std::string_view name);
+
+/// 128 random bits as 32 hex digits.
+std::string random_nonce();
+
+/// Creates path exclusively (never through a symlink), writes content in one go, and reports the new file's
+/// identity. A write failure removes the file again. file_exists when the name is taken.
+std::error_code create_exclusive(std::filesystem::path const& path, std::string_view content, file_identity& created);
+
+/// link(existing, new_path): fails with file_exists when new_path exists as anything, symlinks included.
+std::error_code make_link(std::filesystem::path const& existing, std::filesystem::path const& new_path);
+
+/// Removes a name that is not a directory.
+std::error_code remove_file(std::filesystem::path const& path);
+
+enum class entry_kind { absent, regular, symlink, directory, other };
+
+/// What a name holds, read without following a symlink and without blocking on a FIFO or device.
+struct file_content {
+    entry_kind kind = entry_kind::absent;
+    file_identity identity;
+    std::string bytes;      ///< at most limit + 1 bytes of a regular file
+};
+
+/// Reads a lock file; absent is not an error. Reads at most limit + 1 bytes.
+std::error_code read_file(std::filesystem::path const& path, std::size_t limit, file_content& out);
+
+/// The identity of the file a name holds now (lstat); no_such_file_or_directory when absent.
+std::error_code identify(std::filesystem::path const& path, file_identity& out);
+
+/// mkdir with owner-only-write permissions.
+std::error_code make_directory(std::filesystem::path const& path);
+
+/// rename(from, to) for a directory: succeeds only while `to` is absent or an empty directory.
+std::error_code rename_directory(std::filesystem::path const& from, std::filesystem::path const& to);
+
+/// rmdir: succeeds only on an empty directory.
+std::error_code remove_directory(std::filesystem::path const& path);
+
+/// The names in a directory, without "." and "..".
+std::error_code list_directory(std::filesystem::path const& path, std::vector<std::string>& names);
+
+/// True where the link() error means "this file system has no hard links" (fall back to exclusive create).
+bool means_no_hard_links(std::error_code const& error) noexcept;
+
+} // namespace openlock::sys

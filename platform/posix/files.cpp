@@ -1,0 +1,190 @@
+// POSIX file operations behind the :sys seam.
+//
+// Why these syscalls:
+// - link(2) is the claim: atomic on every POSIX file system including NFS (flufl.lock, liblockfile), it never
+//   follows a symlink at the new name, and it fails with EEXIST whatever occupies that name.
+// - open(O_CREAT|O_EXCL|O_NOFOLLOW) is the fallback claim where link(2) is unsupported (EPERM on vfat and some
+//   FUSE file systems) and creates claim files; it refuses to create through a symlink.
+// - Reads use lstat(2) first and open(O_NOFOLLOW|O_NONBLOCK) second, then check with fstat(2) that the same regular
+//   file was opened, so a symlink, FIFO or device at the lock path is reported, never followed or blocked on.
+// - mkdir(2)/rename(2)/rmdir(2) on directories are the conditional operations the takeover guard is built from:
+//   rename onto a non-empty directory fails, rmdir of a non-empty directory fails (docs/protocol.md).
+// - No fsync: a lock must survive its holder's crash, not the machine's; after a reboot the boot id differs.
+module;
+#include <cerrno>
+#include <cstring>
+#include <dirent.h>
+#include <fcntl.h>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <sys/stat.h>
+#include <system_error>
+#include <unistd.h>
+#include <vector>
+
+module openlock;
+import :sys;
+
+namespace openlock::sys {
+namespace {
+
+std::error_code last_error() noexcept { return {errno, std::system_category()}; }
+
+file_identity identity_of(struct stat const& status) noexcept {
+    return {static_cast<std::uint64_t>(status.st_dev), static_cast<std::uint64_t>(status.st_ino)};
+}
+
+entry_kind kind_of(mode_t mode) noexcept {
+    if (S_ISREG(mode)) return entry_kind::regular;
+    if (S_ISLNK(mode)) return entry_kind::symlink;
+    if (S_ISDIR(mode)) return entry_kind::directory;
+    return entry_kind::other;
+}
+
+class unique_fd {
+public:
+    explicit unique_fd(int fd) noexcept : fd_(fd) {}
+    unique_fd(unique_fd const&) = delete;
+    unique_fd& operator=(unique_fd const&) = delete;
+    ~unique_fd() {
+        if (fd_ >= 0) ::close(fd_);
+    }
+    [[nodiscard]] int get() const noexcept { return fd_; }
+    [[nodiscard]] bool valid() const noexcept { return fd_ >= 0; }
+
+private:
+    int fd_;
+};
+
+int open_retrying(char const* path, int flags, mode_t mode = 0) noexcept {
+    int fd = -1;
+    do fd = ::open(path, flags, mode);
+    while (fd < 0 && errno == EINTR);
+    return fd;
+}
+
+std::error_code write_all(int fd, std::string_view content) noexcept {
+    while (!content.empty()) {
+        auto const written = ::write(fd, content.data(), content.size());
+        if (written < 0) {
+            if (errno == EINTR) continue;
+            return last_error();
+        }
+        content.remove_prefix(static_cast<std::size_t>(written));
+    }
+    return {};
+}
+
+} // namespace
+
+std::error_code create_exclusive(std::filesystem::path const& path, std::string_view content, file_identity& created) {
+    unique_fd fd{open_retrying(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0644)};
+    if (!fd.valid()) return last_error();
+    struct stat status {};
+    auto error = write_all(fd.get(), content);
+    if (!error && ::fstat(fd.get(), &status) != 0) error = last_error();
+    if (error) {
+        ::unlink(path.c_str());
+        return error;
+    }
+    created = identity_of(status);
+    return {};
+}
+
+std::error_code make_link(std::filesystem::path const& existing, std::filesystem::path const& new_path) {
+    if (::link(existing.c_str(), new_path.c_str()) != 0) return last_error();
+    return {};
+}
+
+std::error_code remove_file(std::filesystem::path const& path) {
+    if (::unlink(path.c_str()) != 0) return last_error();
+    return {};
+}
+
+std::error_code identify(std::filesystem::path const& path, file_identity& out) {
+    struct stat status {};
+    if (::lstat(path.c_str(), &status) != 0) return last_error();
+    out = identity_of(status);
+    return {};
+}
+
+std::error_code read_file(std::filesystem::path const& path, std::size_t limit, file_content& out) {
+    out = {};
+    struct stat before {};
+    if (::lstat(path.c_str(), &before) != 0) {
+        if (errno == ENOENT) return {};
+        return last_error();
+    }
+    out.kind = kind_of(before.st_mode);
+    out.identity = identity_of(before);
+    if (out.kind != entry_kind::regular) return {};
+
+    unique_fd fd{open_retrying(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)};
+    if (!fd.valid()) {
+        if (errno == ENOENT) {
+            out = {};
+            return {};
+        }
+        if (errno == ELOOP) {
+            out.kind = entry_kind::symlink; // replaced by a symlink between lstat and open
+            return {};
+        }
+        return last_error();
+    }
+    struct stat opened {};
+    if (::fstat(fd.get(), &opened) != 0) return last_error();
+    out.kind = kind_of(opened.st_mode);
+    out.identity = identity_of(opened);
+    if (out.kind != entry_kind::regular) return {};
+
+    out.bytes.resize(limit + 1);
+    std::size_t filled = 0;
+    while (filled < out.bytes.size()) {
+        auto const got = ::read(fd.get(), out.bytes.data() + filled, out.bytes.size() - filled);
+        if (got < 0) {
+            if (errno == EINTR) continue;
+            return last_error();
+        }
+        if (got == 0) break;
+        filled += static_cast<std::size_t>(got);
+    }
+    out.bytes.resize(filled);
+    return {};
+}
+
+std::error_code make_directory(std::filesystem::path const& path) {
+    if (::mkdir(path.c_str(), 0755) != 0) return last_error();
+    return {};
+}
+
+std::error_code rename_directory(std::filesystem::path const& from, std::filesystem::path const& to) {
+    if (::rename(from.c_str(), to.c_str()) != 0) return last_error();
+    return {};
+}
+
+std::error_code remove_directory(std::filesystem::path const& path) {
+    if (::rmdir(path.c_str()) != 0) return last_error();
+    return {};
+}
+
+std::error_code list_directory(std::filesystem::path const& path, std::vector<std::string>& names) {
+    names.clear();
+    DIR* directory = ::opendir(path.c_str());
+    if (directory == nullptr) return last_error();
+    errno = 0;
+    while (dirent const* entry = ::readdir(directory)) {
+        std::string_view const name{entry->d_name};
+        if (name != "." && name != "..") names.emplace_back(name);
+    }
+    auto const error = errno != 0 ? last_error() : std::error_code{};
+    ::closedir(directory);
+    return error;
+}
+
+bool means_no_hard_links(std::error_code const& error) noexcept {
+    if (error.category() != std::system_category()) return false;
+    return error.value() == EPERM || error.value() == EOPNOTSUPP || error.value() == ENOSYS;
+}
+
+} // namespace openlock::sys
