@@ -1,3 +1,54 @@
+// openlock: run a command under a cross-process lock, look at a lock, or break a stale one.
+#include "cli.hpp"
+
 #include <cstdio>
-import openlock;
-int main() { openlock::file_lock lock{"x.lock"}; lock.acquire(); std::puts("ok"); }
+#include <exception>
+#include <span>
+#include <string_view>
+
+namespace {
+
+constexpr std::string_view usage_text = R"(usage: openlock run [--timeout SEC] [--verbose] LOCKFILE -- COMMAND [ARGS...]
+       openlock status [--json] LOCKFILE
+       openlock break [--force] LOCKFILE
+       openlock --help | --version
+
+run     acquire LOCKFILE (waiting at most SEC seconds; default forever), run COMMAND, release.
+        Exits with COMMAND's status; 75 on timeout (stderr names the holder), 127 when COMMAND is not found.
+        While waiting, a terminal (or --verbose) shows who holds the lock and for how long we have waited.
+status  unlocked, held, stale or invalid, and the holder's pid, name, host (--json: one JSON object).
+break   remove LOCKFILE if its holder is provably gone; --force also removes a live holder's lock (with a warning).
+
+Exit statuses of openlock itself: 64 bad arguments, 65 LOCKFILE is not a lock file, 73 the lock file cannot be
+created or read, 75 timeout, 1 break refused.
+)";
+
+} // namespace
+
+int main(int argc, char** argv) {
+    using namespace openlock::cli;
+    std::span<char* const> const arguments{argv, static_cast<std::size_t>(argc)};
+    try {
+        if (arguments.size() < 2) throw usage("no command given (try --help)");
+        std::string_view const command = arguments[1];
+        auto const rest = arguments.subspan(2);
+        if (command == "--help" || command == "-h" || command == "help") {
+            std::fputs(usage_text.data(), stdout);
+            return success;
+        }
+        if (command == "--version") {
+            std::puts("openlock " OPENLOCK_VERSION);
+            return success;
+        }
+        if (command == "run") return run_command(rest);
+        if (command == "status") return status_command(rest);
+        if (command == "break") return break_command(rest);
+        throw usage("unknown command '" + std::string{command} + "' (try --help)");
+    } catch (usage const& e) {
+        complain(e.what());
+        return usage_error;
+    } catch (std::exception const& e) {
+        complain(e.what());
+        return cannot_lock;
+    }
+}

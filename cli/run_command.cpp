@@ -1,0 +1,213 @@
+// `openlock run`: acquire, run the command with Boost.Process, release; the command's status is ours.
+#include "cli.hpp"
+
+// Boost 1.81 Process v2 with std::filesystem needs boost::optional and the boost type traits in scope first.
+#include <boost/optional.hpp>
+#include <boost/type_traits.hpp>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/process/v2/environment.hpp>
+#include <boost/process/v2/process.hpp>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <optional>
+#include <span>
+#include <string>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <vector>
+
+import openlock;
+
+namespace openlock::cli {
+namespace {
+
+namespace bp = boost::process::v2;
+using clock = std::chrono::steady_clock;
+
+struct run_request {
+    std::optional<double> timeout_seconds;
+    bool verbose = false;
+    std::filesystem::path lock_file;
+    std::vector<std::string> command;
+};
+
+run_request parse(std::span<char* const> arguments) {
+    run_request request;
+    std::size_t i = 0;
+    for (; i < arguments.size(); ++i) {
+        std::string_view const argument = arguments[i];
+        if (argument == "--") break;
+        if (argument == "--timeout" || argument == "-t") {
+            if (++i == arguments.size()) throw usage("--timeout needs a number of seconds");
+            request.timeout_seconds = parse_seconds("--timeout", arguments[i]);
+        } else if (argument.starts_with("--timeout=")) {
+            request.timeout_seconds = parse_seconds("--timeout", argument.substr(10));
+        } else if (argument == "--verbose" || argument == "-v") {
+            request.verbose = true;
+        } else if (argument.starts_with("-") && argument.size() > 1) {
+            throw usage("run: unknown option '" + std::string{argument} + "'");
+        } else if (request.lock_file.empty()) {
+            request.lock_file = argument;
+        } else {
+            throw usage("run: put '--' between LOCKFILE and the command");
+        }
+    }
+    if (request.lock_file.empty()) throw usage("run: LOCKFILE is missing");
+    if (i == arguments.size() || i + 1 == arguments.size()) throw usage("run: the command after '--' is missing");
+    for (++i; i < arguments.size(); ++i) request.command.emplace_back(arguments[i]);
+    return request;
+}
+
+std::string seconds_text(clock::duration waited) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.1f s", std::chrono::duration<double>(waited).count());
+    return text;
+}
+
+// Shows who holds the lock while we wait: rewritten in place on a terminal, a line every 10 s otherwise.
+class progress {
+public:
+    progress(bool enabled, std::filesystem::path const& lock_file)
+        : enabled_(enabled), terminal_(::isatty(STDERR_FILENO) == 1), lock_file_(lock_file.string()) {}
+
+    void waiting(std::string const& holder, clock::duration waited) {
+        if (!enabled_) return;
+        auto const now = clock::now();
+        bool const due = terminal_ || holder != last_holder_ || now - last_line_ >= std::chrono::seconds{10};
+        if (!due) return;
+        auto line = "waiting for " + lock_file_ + ", held by " + (holder.empty() ? "?" : holder) + ", " +
+                    seconds_text(waited);
+        if (terminal_) {
+            line = "\r\033[Kopenlock: " + line;
+            [[maybe_unused]] auto const written = ::write(STDERR_FILENO, line.data(), line.size());
+            shown_ = true;
+        } else {
+            complain(line);
+        }
+        last_holder_ = holder;
+        last_line_ = now;
+    }
+
+    void done() {
+        if (!shown_) return;
+        [[maybe_unused]] auto const written = ::write(STDERR_FILENO, "\r\033[K", 4);
+    }
+
+private:
+    bool enabled_;
+    bool terminal_;
+    bool shown_ = false;
+    std::string lock_file_;
+    std::string last_holder_;
+    clock::time_point last_line_{};
+};
+
+volatile std::sig_atomic_t child_pid = 0;
+
+extern "C" void forward_signal(int signal_number) {
+    if (child_pid > 0) ::kill(static_cast<pid_t>(child_pid), signal_number);
+}
+
+// While the command runs, SIGTERM and SIGHUP go to it (we release when it ends); a terminal's SIGINT and SIGQUIT
+// reach it directly, so we ignore ours.
+void forward_signals_to_child() {
+    struct sigaction forward {};
+    forward.sa_handler = forward_signal;
+    sigemptyset(&forward.sa_mask);
+    forward.sa_flags = SA_RESTART;
+    ::sigaction(SIGTERM, &forward, nullptr);
+    ::sigaction(SIGHUP, &forward, nullptr);
+    std::signal(SIGINT, SIG_IGN);
+    std::signal(SIGQUIT, SIG_IGN);
+}
+
+int exit_status_of(int native_status) {
+    if (WIFEXITED(native_status)) return WEXITSTATUS(native_status);
+    if (WIFSIGNALED(native_status)) return 128 + WTERMSIG(native_status);
+    return 1;
+}
+
+std::filesystem::path find_program(std::string const& name) {
+    if (name.find('/') != std::string::npos) return name;
+    return bp::environment::find_executable(name);
+}
+
+int run_child(std::vector<std::string> const& command) {
+    auto const program = find_program(command.front());
+    if (program.empty() || !std::filesystem::exists(program)) {
+        complain(command.front() + ": command not found");
+        return command_not_found;
+    }
+    boost::asio::io_context context;
+    std::vector<std::string> const arguments(command.begin() + 1, command.end());
+    boost::system::error_code error;
+    bp::process child{context, program, arguments};
+    child_pid = child.id();
+    forward_signals_to_child();
+    child.wait(error);
+    auto const status = child.native_exit_code();
+    child_pid = 0;
+    if (error) {
+        complain(command.front() + ": " + error.message());
+        return not_executable;
+    }
+    return exit_status_of(status);
+}
+
+} // namespace
+
+int run_command(std::span<char* const> arguments) {
+    auto const request = parse(arguments);
+    file_lock lock{request.lock_file};
+    auto const started = clock::now();
+    std::optional<clock::time_point> deadline;
+    if (request.timeout_seconds)
+        deadline = started + std::chrono::ceil<clock::duration>(std::chrono::duration<double>(*request.timeout_seconds));
+
+    progress shown{request.verbose || ::isatty(STDERR_FILENO) == 1, request.lock_file};
+    constexpr auto slice = std::chrono::milliseconds{250};
+    for (;;) {
+        auto wait = std::chrono::duration_cast<clock::duration>(slice);
+        if (deadline) wait = std::max(clock::duration::zero(), std::min(wait, *deadline - clock::now()));
+        try {
+            lock.acquire(wait);
+            break;
+        } catch (timeout_error const& e) {
+            if (deadline && clock::now() >= *deadline) {
+                shown.done();
+                complain("timed out after " + seconds_text(clock::now() - started) + " waiting for " +
+                         request.lock_file.string() + (e.holder().empty() ? "" : ", held by " + e.holder()));
+                return timed_out;
+            }
+            shown.waiting(e.holder(), clock::now() - started);
+        } catch (invalid_lock_file const& e) {
+            shown.done();
+            complain(e.what());
+            return invalid_lock;
+        } catch (lock_error const& e) {
+            shown.done();
+            complain(e.what());
+            return cannot_lock;
+        }
+    }
+    shown.done();
+    if (request.verbose) complain("acquired " + request.lock_file.string() + " after " +
+                                  seconds_text(clock::now() - started));
+
+    int status = 0;
+    try {
+        status = run_child(request.command);
+    } catch (std::exception const& e) {
+        complain(request.command.front() + ": " + e.what());
+        status = not_executable;
+    }
+    std::error_code error;
+    lock.release(error);
+    if (error) complain("warning: " + request.lock_file.string() + ": " + error.message() + " while the command ran");
+    return status;
+}
+
+} // namespace openlock::cli
