@@ -2,8 +2,8 @@
 #pragma once
 
 #include <optional>
-#include <stdexcept>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 
@@ -12,11 +12,11 @@ namespace openlock::cli {
 /// Exit statuses of openlock's own failures (the command's status passes through `run` unchanged).
 enum exit_status : int {
     success = 0,
-    refused = 1,          // `break` would remove a live lock without --force
-    usage_error = 64,     // EX_USAGE
-    invalid_lock = 65,    // EX_DATAERR: the lock path holds no lock record
-    cannot_lock = 73,     // EX_CANTCREAT: an OS error creating or reading the lock file
-    timed_out = 75,       // EX_TEMPFAIL
+    refused = 1,       // `break` would remove a live lock without --force
+    usage_error = 64,  // EX_USAGE
+    invalid_lock = 65, // EX_DATAERR: the lock path holds no lock record
+    cannot_lock = 73,  // EX_CANTCREAT: an OS error creating or reading the lock file
+    timed_out = 75,    // EX_TEMPFAIL
     not_executable = 126,
     command_not_found = 127,
 };

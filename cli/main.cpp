@@ -8,7 +8,8 @@
 
 namespace {
 
-constexpr std::string_view usage_text = R"(usage: openlock run [--timeout SEC] [--verbose] LOCKFILE -- COMMAND [ARGS...]
+constexpr std::string_view usage_text =
+    R"(usage: openlock run [--timeout SEC] [--verbose] LOCKFILE -- COMMAND [ARGS...]
        openlock status [--json] LOCKFILE
        openlock break [--force] LOCKFILE
        openlock --help | --version

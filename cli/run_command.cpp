@@ -56,8 +56,10 @@ run_request parse(std::span<char* const> arguments) {
         }
     }
     if (request.lock_file.empty()) throw usage("run: LOCKFILE is missing");
-    if (i == arguments.size() || i + 1 == arguments.size()) throw usage("run: the command after '--' is missing");
-    for (++i; i < arguments.size(); ++i) request.command.emplace_back(arguments[i]);
+    if (i == arguments.size() || i + 1 == arguments.size())
+        throw usage("run: the command after '--' is missing");
+    for (++i; i < arguments.size(); ++i)
+        request.command.emplace_back(arguments[i]);
     return request;
 }
 
@@ -111,10 +113,10 @@ extern "C" void forward_signal(int signal_number) {
     if (child_pid > 0) ::kill(static_cast<pid_t>(child_pid), signal_number);
 }
 
-// While the command runs, SIGTERM and SIGHUP go to it (we release when it ends); a terminal's SIGINT and SIGQUIT
-// reach it directly, so we ignore ours.
+// While the command runs, SIGTERM and SIGHUP go to it (we release when it ends); a terminal's SIGINT and
+// SIGQUIT reach it directly, so we ignore ours.
 void forward_signals_to_child() {
-    struct sigaction forward {};
+    struct sigaction forward{};
     forward.sa_handler = forward_signal;
     sigemptyset(&forward.sa_mask);
     forward.sa_flags = SA_RESTART;
@@ -165,7 +167,8 @@ int run_command(std::span<char* const> arguments) {
     auto const started = clock::now();
     std::optional<clock::time_point> deadline;
     if (request.timeout_seconds)
-        deadline = started + std::chrono::ceil<clock::duration>(std::chrono::duration<double>(*request.timeout_seconds));
+        deadline = started + std::chrono::ceil<clock::duration>(
+                                 std::chrono::duration<double>(*request.timeout_seconds));
 
     progress shown{request.verbose || ::isatty(STDERR_FILENO) == 1, request.lock_file};
     constexpr auto slice = std::chrono::milliseconds{250};
@@ -194,8 +197,8 @@ int run_command(std::span<char* const> arguments) {
         }
     }
     shown.done();
-    if (request.verbose) complain("acquired " + request.lock_file.string() + " after " +
-                                  seconds_text(clock::now() - started));
+    if (request.verbose)
+        complain("acquired " + request.lock_file.string() + " after " + seconds_text(clock::now() - started));
 
     int status = 0;
     try {
@@ -206,7 +209,9 @@ int run_command(std::span<char* const> arguments) {
     }
     std::error_code error;
     lock.release(error);
-    if (error) complain("warning: " + request.lock_file.string() + ": " + error.message() + " while the command ran");
+    if (error)
+        complain("warning: " + request.lock_file.string() + ": " + error.message() +
+                 " while the command ran");
     return status;
 }
 

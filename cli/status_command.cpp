@@ -65,21 +65,27 @@ std::string utc_time(std::chrono::system_clock::time_point when) {
 // The CLI's four states: the library's ours/theirs/unknown are all "held".
 char const* cli_state(lock_state state) {
     switch (state) {
-    case lock_state::unlocked: return "unlocked";
-    case lock_state::stale: return "stale";
-    case lock_state::invalid: return "invalid";
-    default: return "held";
+    case lock_state::unlocked:
+        return "unlocked";
+    case lock_state::stale:
+        return "stale";
+    case lock_state::invalid:
+        return "invalid";
+    default:
+        return "held";
     }
 }
 
 std::string as_json(std::filesystem::path const& lock_file, lock_status const& status) {
-    std::string out = "{\"lock_file\":" + json_string(lock_file.string()) + ",\"state\":" +
-                      json_string(cli_state(status.state)) + ",\"judged\":" + json_string(to_string(status.state));
+    std::string out = "{\"lock_file\":" + json_string(lock_file.string()) +
+                      ",\"state\":" + json_string(cli_state(status.state)) +
+                      ",\"judged\":" + json_string(to_string(status.state));
     if (status.record) {
         auto const& record = *status.record;
         out += ",\"pid\":" + std::to_string(record.pid) + ",\"name\":" + json_string(record.name) +
                ",\"host\":" + json_string(record.host) + ",\"boot_id\":" + json_string(record.boot_id) +
-               ",\"pid_ns\":" + json_string(record.pid_namespace) + ",\"version\":" + std::to_string(record.version);
+               ",\"pid_ns\":" + json_string(record.pid_namespace) +
+               ",\"version\":" + std::to_string(record.version);
         if (record.start_time) out += ",\"start_time\":" + std::to_string(*record.start_time);
         if (record.acquired) out += ",\"acquired\":" + json_string(utc_time(*record.acquired));
     }
@@ -90,18 +96,23 @@ std::string as_json(std::filesystem::path const& lock_file, lock_status const& s
 std::string as_text(std::filesystem::path const& lock_file, lock_status const& status) {
     auto const name = lock_file.string();
     switch (status.state) {
-    case lock_state::unlocked: return name + ": unlocked";
-    case lock_state::invalid: return name + ": invalid: " + status.problem;
-    default: break;
+    case lock_state::unlocked:
+        return name + ": unlocked";
+    case lock_state::invalid:
+        return name + ": invalid: " + status.problem;
+    default:
+        break;
     }
     auto const& record = *status.record;
     std::string since = record.acquired ? " since " + utc_time(*record.acquired) : "";
     switch (status.state) {
-    case lock_state::stale: return name + ": stale: " + describe_holder(record) + " is gone" + since;
+    case lock_state::stale:
+        return name + ": stale: " + describe_holder(record) + " is gone" + since;
     case lock_state::unknown:
         return name + ": held by " + describe_holder(record) + since +
                " (another host, boot or pid namespace: cannot be judged here)";
-    default: return name + ": held by " + describe_holder(record) + since;
+    default:
+        return name + ": held by " + describe_holder(record) + since;
     }
 }
 
@@ -138,15 +149,17 @@ int break_command(std::span<char* const> arguments) {
         }
         complain(as_text(request.lock_file, before) + "; not removed (use --force to remove a live lock)");
         return refused;
-    case break_result::removed: break;
+    case break_result::removed:
+        break;
     }
     if (before.state == lock_state::stale) {
         std::puts(("removed the stale lock of " + describe_holder(*before.record)).c_str());
     } else if (before.state == lock_state::invalid) {
-        complain("warning: removed " + request.lock_file.string() + ", which held no lock record (" + before.problem +
-                 ")");
+        complain("warning: removed " + request.lock_file.string() + ", which held no lock record (" +
+                 before.problem + ")");
     } else {
-        complain("warning: removed " + as_text(request.lock_file, before) + "; its holder may still be running");
+        complain("warning: removed " + as_text(request.lock_file, before) +
+                 "; its holder may still be running");
     }
     return success;
 }

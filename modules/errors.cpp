@@ -13,13 +13,20 @@ public:
     [[nodiscard]] char const* name() const noexcept override { return "openlock"; }
     [[nodiscard]] std::string message(int value) const override {
         switch (static_cast<errc>(value)) {
-        case errc::timeout: return "timed out waiting for the lock";
-        case errc::invalid_release: return "release of a lock this object does not hold";
-        case errc::invalid_lock_file: return "not a valid lock file";
-        case errc::invalid_option: return "invalid option";
-        case errc::already_locked: return "this thread already holds the lock";
-        case errc::not_locked: return "the lock is no longer held by this object";
-        case errc::slow_system: return "slow system: a takeover took longer than race_delay";
+        case errc::timeout:
+            return "timed out waiting for the lock";
+        case errc::invalid_release:
+            return "release of a lock this object does not hold";
+        case errc::invalid_lock_file:
+            return "not a valid lock file";
+        case errc::invalid_option:
+            return "invalid option";
+        case errc::already_locked:
+            return "this thread already holds the lock";
+        case errc::not_locked:
+            return "the lock is no longer held by this object";
+        case errc::slow_system:
+            return "slow system: a takeover took longer than race_delay";
         }
         return "unknown openlock error";
     }
@@ -39,8 +46,7 @@ std::error_category const& openlock_category() noexcept {
 }
 
 lock_error::lock_error(std::error_code code, std::filesystem::path path, std::string const& detail)
-    : std::system_error(code, join(path, detail))
-    , path_(std::move(path)) {}
+    : std::system_error(code, join(path, detail)), path_(std::move(path)) {}
 
 timeout_error::timeout_error(std::filesystem::path path, std::string holder_description)
     : lock_error(errc::timeout, std::move(path),

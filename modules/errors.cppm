@@ -14,13 +14,13 @@ export namespace openlock {
 
 /// Library states that are failures of a call (contention itself is a value, never one of these).
 enum class errc {
-    timeout = 1,           ///< the lock was not acquired within the timeout
-    invalid_release,       ///< release() by an object that does not hold the lock
-    invalid_lock_file,     ///< the lock path holds something that is not a lock record we can read
-    invalid_option,        ///< an option value out of range
-    already_locked,        ///< acquire by the thread that already holds this object's lock
-    not_locked,            ///< the lock this object held was removed or replaced behind its back
-    slow_system,           ///< a takeover lasted longer than race_delay (thrown only with slow_system_exception)
+    timeout = 1,       ///< the lock was not acquired within the timeout
+    invalid_release,   ///< release() by an object that does not hold the lock
+    invalid_lock_file, ///< the lock path holds something that is not a lock record we can read
+    invalid_option,    ///< an option value out of range
+    already_locked,    ///< acquire by the thread that already holds this object's lock
+    not_locked,        ///< the lock this object held was removed or replaced behind its back
+    slow_system,       ///< a takeover lasted longer than race_delay (thrown only with slow_system_exception)
 };
 
 /// The category of openlock::errc; its name is "openlock".

@@ -23,8 +23,8 @@ namespace {
 using clock = std::chrono::steady_clock;
 using deadline = std::optional<clock::time_point>;
 
-// Locks still held at normal exit are released by an atexit handler; the registry is never destroyed, so static
-// file_lock objects may release in any order during exit.
+// Locks still held at normal exit are released by an atexit handler; the registry is never destroyed, so
+// static file_lock objects may release in any order during exit.
 class held_locks {
 public:
     static held_locks& instance() {
@@ -68,7 +68,9 @@ private:
     std::uint64_t last_id_ = 0;
 };
 
-bool expired(deadline const& until) { return until && clock::now() >= *until; }
+bool expired(deadline const& until) {
+    return until && clock::now() >= *until;
+}
 
 deadline deadline_after(file_lock::duration timeout) {
     auto const now = clock::now();
@@ -84,7 +86,9 @@ public:
     void sleep(deadline const& until) {
         std::uniform_real_distribution<double> jitter{0.5, 1.0};
         auto pause = std::chrono::duration_cast<std::chrono::nanoseconds>(next_ * jitter(generator()));
-        if (until) pause = std::min(pause, std::chrono::duration_cast<std::chrono::nanoseconds>(*until - clock::now()));
+        if (until)
+            pause =
+                std::min(pause, std::chrono::duration_cast<std::chrono::nanoseconds>(*until - clock::now()));
         if (pause > std::chrono::nanoseconds::zero()) std::this_thread::sleep_for(pause);
         next_ = std::min(next_ * 2, longest_);
     }
@@ -133,8 +137,8 @@ struct file_lock::state {
         if (!until) {
             gate_opened.wait(guard, open);
         } else if (!gate_opened.wait_until(guard, *until, open)) {
-            error = {errc::timeout, lock_file, "another thread of this process (pid " +
-                                                   std::to_string(sys::current_pid()) + ")"};
+            error = {errc::timeout, lock_file,
+                     "another thread of this process (pid " + std::to_string(sys::current_pid()) + ")"};
             return false;
         }
         busy = true;
@@ -151,8 +155,8 @@ struct file_lock::state {
         gate_opened.notify_one();
     }
 
-    // The protocol loop of docs/protocol.md: claim; if taken, judge the holder; take over a stale lock under the
-    // guard; otherwise wait and look again.
+    // The protocol loop of docs/protocol.md: claim; if taken, judge the holder; take over a stale lock under
+    // the guard; otherwise wait and look again.
     bool acquire_file(deadline const& until, detail::failure& error) {
         backoff pause{settings.retry_period};
         int unreadable_reads = 0;
@@ -177,13 +181,16 @@ struct file_lock::state {
                 }
                 method = claim_method::exclusive_create;
                 continue;
-            case detail::claim_result::failed: return false;
-            case detail::claim_result::taken: break;
+            case detail::claim_result::failed:
+                return false;
+            case detail::claim_result::taken:
+                break;
             }
 
             if (seen.what == detail::observation::kind::absent) continue; // released in between: claim again
             if (seen.what == detail::observation::kind::invalid) {
-                // Only bytes can be mid-write (exclusive_create); a symlink or directory never becomes a record.
+                // Only bytes can be mid-write (exclusive_create); a symlink or directory never becomes a
+                // record.
                 if (!seen.content_problem || ++unreadable_reads >= settings.tries) {
                     error = {errc::invalid_lock_file, lock_file, seen.problem};
                     return false;
@@ -209,7 +216,8 @@ struct file_lock::state {
                 if (!guard_busy_since) guard_busy_since = now;
                 if (!slow_reported && now - *guard_busy_since > settings.race_delay) {
                     slow_reported = true;
-                    std::string detail = "a takeover by " + takeover.guard_holder + " takes longer than race_delay";
+                    std::string detail =
+                        "a takeover by " + takeover.guard_holder + " takes longer than race_delay";
                     if (settings.slow_system_exception) {
                         error = {errc::slow_system, lock_file, detail};
                         return false;
@@ -254,7 +262,9 @@ struct file_lock::state {
 
 namespace {
 
-void assign(std::error_code& out, detail::failure const& failure) noexcept { out = failure.code; }
+void assign(std::error_code& out, detail::failure const& failure) noexcept {
+    out = failure.code;
+}
 
 } // namespace
 
@@ -264,12 +274,13 @@ file_lock::file_lock(std::filesystem::path lock_file, std::optional<duration> ti
     : state_(std::make_unique<state>()) {
     validate(settings);
     if (lock_file.empty()) throw invalid_option("the lock file path is empty");
-    if (!lock_file.has_filename()) throw invalid_option("the lock file path names a directory: " + lock_file.string());
+    if (!lock_file.has_filename())
+        throw invalid_option("the lock file path names a directory: " + lock_file.string());
     if (timeout && *timeout < duration::zero()) timeout = duration::zero();
     state_->lock_file = std::move(lock_file);
     state_->timeout = timeout;
     state_->method = settings.method == claim_method::exclusive_create ? claim_method::exclusive_create
-                                                                        : claim_method::hard_link;
+                                                                       : claim_method::hard_link;
     state_->settings = std::move(settings);
 }
 
@@ -321,7 +332,9 @@ bool file_lock::try_acquire_for(duration timeout) {
     detail::raise(error);
 }
 
-bool file_lock::try_acquire() { return try_acquire_for(duration::zero()); }
+bool file_lock::try_acquire() {
+    return try_acquire_for(duration::zero());
+}
 
 bool file_lock::try_acquire(std::error_code& error) noexcept {
     acquire_for(duration::zero(), error);
@@ -396,8 +409,14 @@ std::optional<std::int64_t> file_lock::getpid() const {
     return holder->pid;
 }
 
-std::filesystem::path const& file_lock::lock_file() const noexcept { return state_->lock_file; }
-std::optional<file_lock::duration> file_lock::timeout() const noexcept { return state_->timeout; }
-options const& file_lock::settings() const noexcept { return state_->settings; }
+std::filesystem::path const& file_lock::lock_file() const noexcept {
+    return state_->lock_file;
+}
+std::optional<file_lock::duration> file_lock::timeout() const noexcept {
+    return state_->timeout;
+}
+options const& file_lock::settings() const noexcept {
+    return state_->settings;
+}
 
 } // namespace openlock

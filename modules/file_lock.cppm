@@ -17,11 +17,12 @@ export namespace openlock {
 
 /// A cross-process lock on one lock file; works on network file systems, across hosts and in containers.
 ///
-/// Contention is a value (try_acquire returns false); failures are exceptions carrying the path and the OS error,
-/// or an error_code with the non-throwing overloads. A lock whose holder provably died (same host: pid, start time
-/// and name no longer match a running process) is taken over safely. One object shared by threads is a timed mutex
-/// across threads and processes; two objects on one path in one process exclude each other. The destructor releases;
-/// so does normal process exit. A child after fork() never releases its parent's lock.
+/// Contention is a value (try_acquire returns false); failures are exceptions carrying the path and the OS
+/// error, or an error_code with the non-throwing overloads. A lock whose holder provably died (same host:
+/// pid, start time and name no longer match a running process) is taken over safely. One object shared by
+/// threads is a timed mutex across threads and processes; two objects on one path in one process exclude each
+/// other. The destructor releases; so does normal process exit. A child after fork() never releases its
+/// parent's lock.
 class file_lock {
 public:
     using duration = std::chrono::nanoseconds;
@@ -30,13 +31,15 @@ public:
     explicit file_lock(std::filesystem::path lock_file = "openlock.lock");
 
     /// A lock on lock_file whose acquire() waits at most `timeout` (none: forever). Throws invalid_option.
-    file_lock(std::filesystem::path lock_file, std::optional<duration> timeout, options settings = get_defaults());
+    file_lock(std::filesystem::path lock_file, std::optional<duration> timeout,
+              options settings = get_defaults());
 
     /// The same with any std::chrono duration (500ms, 5s, 1.5s as duration<double>).
     template <class Rep, class Period>
     file_lock(std::filesystem::path lock_file, std::chrono::duration<Rep, Period> timeout,
               options settings = get_defaults())
-        : file_lock(std::move(lock_file), std::optional<duration>{to_duration(timeout)}, std::move(settings)) {}
+        : file_lock(std::move(lock_file), std::optional<duration>{to_duration(timeout)},
+                    std::move(settings)) {}
 
     file_lock(file_lock const&) = delete;
     file_lock& operator=(file_lock const&) = delete;
@@ -61,13 +64,14 @@ public:
     [[nodiscard]] bool try_acquire();
     [[nodiscard]] bool try_acquire(std::error_code& error) noexcept;
 
-    /// Removes the lock file if it is still ours. Throws invalid_release when this object does not hold the lock,
-    /// not_locked when the lock was broken or replaced while held (this object no longer holds it either way).
+    /// Removes the lock file if it is still ours. Throws invalid_release when this object does not hold the
+    /// lock, not_locked when the lock was broken or replaced while held (this object no longer holds it
+    /// either way).
     void release();
     void release(std::error_code& error) noexcept;
 
-    /// True when some live process (this one included) holds the lock, or when its holder cannot be judged here
-    /// (another host); false when the lock file is absent or provably stale.
+    /// True when some live process (this one included) holds the lock, or when its holder cannot be judged
+    /// here (another host); false when the lock file is absent or provably stale.
     [[nodiscard]] bool locked() const;
     [[nodiscard]] bool locked(std::error_code& error) const noexcept;
     /// True when this object holds the lock (in this process: false in a child after fork()).

@@ -1,4 +1,5 @@
-// openlock: cross-process file locks that work where OS lock primitives don't (NFS, containers, across hosts).
+// openlock: cross-process file locks that work where OS lock primitives don't (NFS, containers, across
+// hosts).
 export module openlock;
 export import :errors;
 export import :options;

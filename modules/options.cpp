@@ -20,11 +20,13 @@ constexpr auto longest_sensible_period = std::chrono::hours{24};
 } // namespace
 
 void validate(options const& candidate) {
-    if (candidate.tries < 1) throw invalid_option("tries must be at least 1, not " + std::to_string(candidate.tries));
+    if (candidate.tries < 1)
+        throw invalid_option("tries must be at least 1, not " + std::to_string(candidate.tries));
     if (candidate.retry_period <= std::chrono::nanoseconds::zero() ||
         candidate.retry_period > longest_sensible_period)
         throw invalid_option("retry_period must be positive and at most 24 h");
-    if (candidate.race_delay <= std::chrono::nanoseconds::zero() || candidate.race_delay > longest_sensible_period)
+    if (candidate.race_delay <= std::chrono::nanoseconds::zero() ||
+        candidate.race_delay > longest_sensible_period)
         throw invalid_option("race_delay must be positive and at most 24 h");
     if (candidate.method != claim_method::automatic && candidate.method != claim_method::hard_link &&
         candidate.method != claim_method::exclusive_create)

@@ -13,7 +13,8 @@ export namespace openlock {
 enum class claim_method {
     automatic,        ///< hard_link, falling back to exclusive_create where the file system has no hard links
     hard_link,        ///< a unique claim file, hard-linked to the lock path (NFS-safe; flufl.lock's method)
-    exclusive_create, ///< O_EXCL / CREATE_NEW on the lock path itself (readers may briefly see it half-written)
+    exclusive_create, ///< O_EXCL / CREATE_NEW on the lock path itself (readers may briefly see it
+                      ///< half-written)
 };
 
 /// Something worth knowing that is not a failure of the call; the library reports it, it never prints.
@@ -30,13 +31,13 @@ struct diagnostic {
 
 /// Protocol knobs; get_defaults() is where a file_lock takes them from unless it is given its own.
 struct options {
-    /// How often an unreadable or half-written lock file is read, retry_period apart, before acquire gives up with
-    /// invalid_lock_file (so a corrupt file never makes a waiter hang forever).
+    /// How often an unreadable or half-written lock file is read, retry_period apart, before acquire gives up
+    /// with invalid_lock_file (so a corrupt file never makes a waiter hang forever).
     int tries = 2;
     /// The longest pause between two looks at a held lock; waits start short and back off to this.
     std::chrono::nanoseconds retry_period = std::chrono::milliseconds{300};
-    /// How long a stale-lock takeover is expected to take at most; a longer one is a slow system (reported, and
-    /// thrown when slow_system_exception is set). Safety never depends on it: takeovers are serialized.
+    /// How long a stale-lock takeover is expected to take at most; a longer one is a slow system (reported,
+    /// and thrown when slow_system_exception is set). Safety never depends on it: takeovers are serialized.
     std::chrono::nanoseconds race_delay = std::chrono::milliseconds{200};
     /// Throw openlock::slow_system from acquire instead of only reporting the condition.
     bool slow_system_exception = false;
@@ -49,7 +50,8 @@ struct options {
 /// A copy of the process-wide defaults.
 [[nodiscard]] options get_defaults();
 
-/// Replaces the process-wide defaults after checking them; throws invalid_option and changes nothing on a bad value.
+/// Replaces the process-wide defaults after checking them; throws invalid_option and changes nothing on a bad
+/// value.
 void set_defaults(options const& new_defaults);
 
 /// Throws invalid_option naming the first value out of range.

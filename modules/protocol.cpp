@@ -25,7 +25,9 @@ fs::path directory_of(fs::path const& lock_file) {
     return parent.empty() ? fs::path{"."} : parent;
 }
 
-bool is(std::error_code const& code, std::errc value) { return code == std::make_error_condition(value); }
+bool is(std::error_code const& code, std::errc value) {
+    return code == std::make_error_condition(value);
+}
 
 void report(options const& settings, diagnostic::kind what, fs::path const& path, std::string detail) {
     if (settings.on_diagnostic) settings.on_diagnostic(diagnostic{what, path, std::move(detail)});
@@ -33,17 +35,22 @@ void report(options const& settings, diagnostic::kind what, fs::path const& path
 
 std::string describe_type(sys::entry_kind kind) {
     switch (kind) {
-    case sys::entry_kind::symlink: return "the lock path is a symbolic link (never followed)";
-    case sys::entry_kind::directory: return "the lock path is a directory";
-    case sys::entry_kind::other: return "the lock path is not a regular file (FIFO, socket or device)";
-    default: return {};
+    case sys::entry_kind::symlink:
+        return "the lock path is a symbolic link (never followed)";
+    case sys::entry_kind::directory:
+        return "the lock path is a directory";
+    case sys::entry_kind::other:
+        return "the lock path is not a regular file (FIFO, socket or device)";
+    default:
+        return {};
     }
 }
 
 // A record file of ours (a claim file, a guard's owner file) whose writer is provably gone.
 bool left_by_dead_process(fs::path const& file) {
     sys::file_content content;
-    if (sys::read_file(file, max_record_size, content) || content.kind != sys::entry_kind::regular) return false;
+    if (sys::read_file(file, max_record_size, content) || content.kind != sys::entry_kind::regular)
+        return false;
     auto const parsed = parse_record(content.bytes);
     return parsed.status == record_status::ok && judge(parsed.record) == verdict::stale;
 }
@@ -74,7 +81,8 @@ void sweep_leftovers(fs::path const& lock_file, options const& settings) {
         } else if (name.starts_with(guard_prefix)) {
             removed = remove_dead_owner_directory(path);
         }
-        if (removed) report(settings, diagnostic::kind::leftover_removed, path, "left by a process that is gone");
+        if (removed)
+            report(settings, diagnostic::kind::leftover_removed, path, "left by a process that is gone");
     }
 }
 
@@ -117,7 +125,8 @@ public:
                 holder = describe_guard_holder();
                 return outcome::busy;
             }
-            report(settings, diagnostic::kind::leftover_removed, guard_, "takeover guard of a process that is gone");
+            report(settings, diagnostic::kind::leftover_removed, guard_,
+                   "takeover guard of a process that is gone");
         }
         holder = describe_guard_holder();
         return outcome::busy;
@@ -127,7 +136,8 @@ private:
     std::error_code stage() {
         if (auto const code = sys::make_directory(staging_)) return code;
         sys::file_identity ignored;
-        auto const code = sys::create_exclusive(staging_ / nonce_, serialize_record(make_record(nonce_)), ignored);
+        auto const code =
+            sys::create_exclusive(staging_ / nonce_, serialize_record(make_record(nonce_)), ignored);
         if (code) sys::remove_directory(staging_);
         return code;
     }
@@ -154,18 +164,27 @@ private:
 
 } // namespace
 
-fs::path guard_path(fs::path const& lock_file) { return sibling(lock_file, ".takeover"); }
+fs::path guard_path(fs::path const& lock_file) {
+    return sibling(lock_file, ".takeover");
+}
 
 [[noreturn]] void raise(failure const& what) {
     if (what.code.category() == openlock_category()) {
         switch (static_cast<errc>(what.code.value())) {
-        case errc::timeout: throw timeout_error(what.path, what.detail);
-        case errc::invalid_release: throw invalid_release(what.path);
-        case errc::invalid_lock_file: throw invalid_lock_file(what.path, what.detail);
-        case errc::invalid_option: throw invalid_option(what.detail);
-        case errc::already_locked: throw already_locked(what.path);
-        case errc::not_locked: throw not_locked(what.path, what.detail);
-        case errc::slow_system: throw slow_system(what.path, what.detail);
+        case errc::timeout:
+            throw timeout_error(what.path, what.detail);
+        case errc::invalid_release:
+            throw invalid_release(what.path);
+        case errc::invalid_lock_file:
+            throw invalid_lock_file(what.path, what.detail);
+        case errc::invalid_option:
+            throw invalid_option(what.detail);
+        case errc::already_locked:
+            throw already_locked(what.path);
+        case errc::not_locked:
+            throw not_locked(what.path, what.detail);
+        case errc::slow_system:
+            throw slow_system(what.path, what.detail);
         }
     }
     throw lock_error(what.code, what.path, what.detail);
@@ -177,9 +196,12 @@ verdict judge(lock_record const& record) {
     if (record.host != me.host || record.boot_id != me.boot_id || record.pid_namespace != me.pid_namespace)
         return verdict::unknown;
     switch (sys::local_process_state(record.pid, record.start_time, record.name)) {
-    case sys::process_state::alive: return verdict::live;
-    case sys::process_state::gone: return verdict::stale;
-    case sys::process_state::unknown: return verdict::unknown;
+    case sys::process_state::alive:
+        return verdict::live;
+    case sys::process_state::gone:
+        return verdict::stale;
+    case sys::process_state::unknown:
+        return verdict::unknown;
     }
     return verdict::unknown;
 }
@@ -250,8 +272,8 @@ claim_result try_claim(fs::path const& lock_file, claim_method method, claim& ou
             return claim_result::no_hard_links;
         }
     }
-    // EEXIST, or an unclear answer (EIO; an NFS retransmission of a request that did succeed): the lock is ours
-    // exactly when the lock file holds our nonce. Reading it (not stat) revalidates NFS client caches.
+    // EEXIST, or an unclear answer (EIO; an NFS retransmission of a request that did succeed): the lock is
+    // ours exactly when the lock file holds our nonce. Reading it (not stat) revalidates NFS client caches.
     failure unreadable;
     bool const readable = observe(lock_file, seen, unreadable);
     if (readable && seen.what == observation::kind::held && seen.record.nonce == out.nonce)
@@ -297,20 +319,27 @@ takeover_report remove_observed(fs::path const& lock_file, observation const& ob
     auto const started = std::chrono::steady_clock::now();
     takeover_guard guard{lock_file};
     switch (guard.try_hold(settings, report_back.guard_holder, error)) {
-    case takeover_guard::outcome::held: break;
-    case takeover_guard::outcome::busy: report_back.result = takeover_result::busy; return report_back;
-    case takeover_guard::outcome::failed: report_back.result = takeover_result::failed; return report_back;
+    case takeover_guard::outcome::held:
+        break;
+    case takeover_guard::outcome::busy:
+        report_back.result = takeover_result::busy;
+        return report_back;
+    case takeover_guard::outcome::failed:
+        report_back.result = takeover_result::failed;
+        return report_back;
     }
 
-    // Under the guard nobody else removes the lock file, and a stale holder cannot come back: what we read now
-    // stays at the lock path until we remove it.
+    // Under the guard nobody else removes the lock file, and a stale holder cannot come back: what we read
+    // now stays at the lock path until we remove it.
     observation now;
     if (!observe(lock_file, now, error)) {
         report_back.result = takeover_result::failed;
         return report_back;
     }
-    bool const same = now.what == observed.what && now.identity == observed.identity && now.bytes == observed.bytes;
-    bool const removable = force || (now.what == observation::kind::held && judge(now.record) == verdict::stale);
+    bool const same =
+        now.what == observed.what && now.identity == observed.identity && now.bytes == observed.bytes;
+    bool const removable =
+        force || (now.what == observation::kind::held && judge(now.record) == verdict::stale);
     report_back.result = takeover_result::changed;
     if (same && removable && now.what != observation::kind::absent) {
         if (auto const code = sys::remove_file(lock_file)) {
@@ -328,7 +357,8 @@ takeover_report remove_observed(fs::path const& lock_file, observation const& ob
     if (took > settings.race_delay)
         report(settings, diagnostic::kind::slow_system, lock_file,
                "a takeover took " +
-                   std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(took).count()) + " ms");
+                   std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(took).count()) +
+                   " ms");
     return report_back;
 }
 

@@ -37,9 +37,10 @@ verdict judge(lock_record const& record);
 /// What the lock path holds at one moment.
 struct observation {
     enum class kind { absent, held, invalid } what = kind::absent;
-    bool content_problem = false; ///< invalid because of its bytes (may be mid-write), not because of its type
-    lock_record record;           ///< when held
-    std::string problem;          ///< when invalid
+    bool content_problem =
+        false;           ///< invalid because of its bytes (may be mid-write), not because of its type
+    lock_record record;  ///< when held
+    std::string problem; ///< when invalid
     sys::file_identity identity;
     std::string bytes;
 };
@@ -58,8 +59,8 @@ lock_record make_record(std::string nonce);
 
 enum class claim_result { acquired, taken, no_hard_links, failed };
 /// One attempt to make the lock file appear with our record; when taken, `seen` is what holds it.
-claim_result try_claim(std::filesystem::path const& lock_file, claim_method method, claim& out, observation& seen,
-                       failure& error);
+claim_result try_claim(std::filesystem::path const& lock_file, claim_method method, claim& out,
+                       observation& seen, failure& error);
 
 /// Removes the lock file if it is still the one this claim made; not_locked when it is not.
 bool release_claim(std::filesystem::path const& lock_file, claim const& held, failure& error);
@@ -76,8 +77,8 @@ struct takeover_report {
 };
 /// Removes exactly the observed lock file, serialized with every other takeover by the guard directory
 /// "<lock>.takeover". Without `force`, only a stale record is removed; with it, whatever was observed.
-takeover_report remove_observed(std::filesystem::path const& lock_file, observation const& observed, bool force,
-                                options const& settings, failure& error);
+takeover_report remove_observed(std::filesystem::path const& lock_file, observation const& observed,
+                                bool force, options const& settings, failure& error);
 
 std::filesystem::path guard_path(std::filesystem::path const& lock_file);
 

@@ -29,9 +29,8 @@ struct line_reader {
 
 template <class Integer>
 bool parse_decimal(std::string_view text, Integer& out) {
-    if (text.empty() || text.size() > 20 || !std::all_of(text.begin(), text.end(), [](char c) {
-            return c >= '0' && c <= '9';
-        }))
+    if (text.empty() || text.size() > 20 ||
+        !std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; }))
         return false;
     auto const [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
     return ec == std::errc{} && end == text.data() + text.size();
@@ -82,7 +81,8 @@ parsed_record parse_record(std::string_view text) {
     if (text.size() > max_record_size) return failure(record_status::too_large, "the lock file is too large");
     if (text.find('\0') != std::string_view::npos)
         return failure(record_status::malformed, "the lock file holds NUL bytes");
-    if (text.back() != '\n') return failure(record_status::incomplete, "the lock record has no final newline");
+    if (text.back() != '\n')
+        return failure(record_status::incomplete, "the lock record has no final newline");
 
     line_reader lines{text};
     parsed_record result{record_status::ok, {}, {}};
@@ -98,13 +98,15 @@ parsed_record parse_record(std::string_view text) {
     std::size_t count = 2;
     std::vector<std::string_view> seen_keys;
     while (auto const line = lines.next()) {
-        if (++count > most_lines) return failure(record_status::malformed, "the lock record has too many lines");
+        if (++count > most_lines)
+            return failure(record_status::malformed, "the lock record has too many lines");
         auto const equals = line->find('=');
         if (equals == std::string_view::npos)
             return failure(record_status::malformed, "a line of the lock record is not key=value");
         auto const key = line->substr(0, equals);
         auto const value = line->substr(equals + 1);
-        if (!valid_key(key)) return failure(record_status::malformed, "a key of the lock record is not valid");
+        if (!valid_key(key))
+            return failure(record_status::malformed, "a key of the lock record is not valid");
         if (std::find(seen_keys.begin(), seen_keys.end(), key) != seen_keys.end())
             return failure(record_status::malformed, "a key of the lock record repeats");
         seen_keys.push_back(key);
@@ -127,7 +129,8 @@ parsed_record parse_record(std::string_view text) {
             record.nonce = value;
         } else if (key == "acquired") {
             record.acquired = parse_time(value);
-            if (!record.acquired) return failure(record_status::malformed, "the acquisition time is not valid");
+            if (!record.acquired)
+                return failure(record_status::malformed, "the acquisition time is not valid");
         } else {
             record.extra.emplace_back(key, value);
         }
@@ -160,7 +163,8 @@ std::string serialize_record(lock_record const& record) {
     if (record.start_time) field("start_time", std::to_string(*record.start_time));
     field("nonce", record.nonce);
     if (record.acquired) field("acquired", format_time(*record.acquired));
-    for (auto const& [key, value] : record.extra) field(key, value);
+    for (auto const& [key, value] : record.extra)
+        field(key, value);
     return text;
 }
 

@@ -15,18 +15,20 @@ export namespace openlock {
 
 /// Who holds a lock, as written in the lock file. Version 1 text format (docs/protocol.md):
 ///   "<pid>\n<name>\nversion=1\nhost=...\nboot_id=...\npid_ns=...\nstart_time=...\nnonce=...\nacquired=...\n"
-/// The first two lines are those of Python openlock; unknown keys are kept, in order, for forward compatibility.
+/// The first two lines are those of Python openlock; unknown keys are kept, in order, for forward
+/// compatibility.
 struct lock_record {
     std::int64_t pid = 0;
-    std::string name;      ///< the holder's process name (what the OS reports for the pid)
-    int version = 0;       ///< 0: a bare "pid\nname\n" record (Python openlock); 1: this library's
-    std::string host;      ///< host name of the holder
-    std::string boot_id;   ///< identity of the holder's boot; differs after a reboot
+    std::string name;          ///< the holder's process name (what the OS reports for the pid)
+    int version = 0;           ///< 0: a bare "pid\nname\n" record (Python openlock); 1: this library's
+    std::string host;          ///< host name of the holder
+    std::string boot_id;       ///< identity of the holder's boot; differs after a reboot
     std::string pid_namespace; ///< identity of the holder's pid namespace (containers)
-    std::optional<std::uint64_t> start_time; ///< the holder process's start time, in OS ticks (PID-reuse guard)
-    std::string nonce;     ///< unique per acquisition: tells our record from every other
+    std::optional<std::uint64_t>
+        start_time;    ///< the holder process's start time, in OS ticks (PID-reuse guard)
+    std::string nonce; ///< unique per acquisition: tells our record from every other
     std::optional<std::chrono::system_clock::time_point> acquired; ///< when the lock was taken
-    std::vector<std::pair<std::string, std::string>> extra; ///< keys this version does not know
+    std::vector<std::pair<std::string, std::string>> extra;        ///< keys this version does not know
 
     friend bool operator==(lock_record const&, lock_record const&) = default;
 };

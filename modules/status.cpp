@@ -12,12 +12,18 @@ namespace openlock {
 
 char const* to_string(lock_state state) noexcept {
     switch (state) {
-    case lock_state::unlocked: return "unlocked";
-    case lock_state::ours: return "ours";
-    case lock_state::theirs: return "theirs";
-    case lock_state::stale: return "stale";
-    case lock_state::unknown: return "unknown";
-    case lock_state::invalid: return "invalid";
+    case lock_state::unlocked:
+        return "unlocked";
+    case lock_state::ours:
+        return "ours";
+    case lock_state::theirs:
+        return "theirs";
+    case lock_state::stale:
+        return "stale";
+    case lock_state::unknown:
+        return "unknown";
+    case lock_state::invalid:
+        return "invalid";
     }
     return "invalid";
 }
@@ -28,16 +34,22 @@ lock_status inspect(std::filesystem::path const& lock_file) {
     if (!detail::observe(lock_file, seen, failure)) detail::raise(failure);
     lock_status status;
     switch (seen.what) {
-    case detail::observation::kind::absent: return status;
+    case detail::observation::kind::absent:
+        return status;
     case detail::observation::kind::invalid:
         status.state = lock_state::invalid;
         status.problem = seen.problem;
         return status;
-    case detail::observation::kind::held: break;
+    case detail::observation::kind::held:
+        break;
     }
     switch (detail::judge(seen.record)) {
-    case detail::verdict::stale: status.state = lock_state::stale; break;
-    case detail::verdict::unknown: status.state = lock_state::unknown; break;
+    case detail::verdict::stale:
+        status.state = lock_state::stale;
+        break;
+    case detail::verdict::unknown:
+        status.state = lock_state::unknown;
+        break;
     case detail::verdict::live:
         status.state = seen.record.pid == sys::current_pid() ? lock_state::ours : lock_state::theirs;
         break;
@@ -64,17 +76,21 @@ break_result break_lock(std::filesystem::path const& lock_file, bool force, opti
         detail::failure failure;
         if (!detail::observe(lock_file, seen, failure)) detail::raise(failure);
         if (seen.what == detail::observation::kind::absent) return break_result::nothing_to_break;
-        bool const stale =
-            seen.what == detail::observation::kind::held && detail::judge(seen.record) == detail::verdict::stale;
+        bool const stale = seen.what == detail::observation::kind::held &&
+                           detail::judge(seen.record) == detail::verdict::stale;
         if (!stale && !force) return break_result::refused;
         if (seen.what == detail::observation::kind::invalid && !seen.content_problem)
             return break_result::refused; // a symlink, directory or device is never ours to remove
         auto const takeover = detail::remove_observed(lock_file, seen, force, settings, failure);
         switch (takeover.result) {
-        case detail::takeover_result::removed: return break_result::removed;
-        case detail::takeover_result::busy: return break_result::busy;
-        case detail::takeover_result::failed: detail::raise(failure);
-        case detail::takeover_result::changed: break; // look again
+        case detail::takeover_result::removed:
+            return break_result::removed;
+        case detail::takeover_result::busy:
+            return break_result::busy;
+        case detail::takeover_result::failed:
+            detail::raise(failure);
+        case detail::takeover_result::changed:
+            break; // look again
         }
     }
     return break_result::busy;

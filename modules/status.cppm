@@ -1,4 +1,5 @@
-// :status — looking at a lock file from outside (no lock object): what `openlock status` and `openlock break` use.
+// :status — looking at a lock file from outside (no lock object): what `openlock status` and `openlock break`
+// use.
 module;
 #include <filesystem>
 #include <optional>
@@ -17,7 +18,8 @@ enum class lock_state {
     ours,     ///< held by this process
     theirs,   ///< held by another live process of this host
     stale,    ///< the holder is provably gone: the next acquire takes it over
-    unknown,  ///< held by a process of another host, boot or pid namespace: cannot be judged here, counts as held
+    unknown,  ///< held by a process of another host, boot or pid namespace: cannot be judged here, counts as
+              ///< held
     invalid,  ///< the lock path holds something that is not a lock record (symlink, directory, garbage)
 };
 
@@ -44,7 +46,8 @@ enum class break_result {
 };
 
 /// Removes a stale lock file, serialized with every takeover, removing exactly the file that was judged.
-/// With force, also a live holder's lock or an invalid lock file (never a directory, never through a symlink).
+/// With force, also a live holder's lock or an invalid lock file (never a directory, never through a
+/// symlink).
 [[nodiscard]] break_result break_lock(std::filesystem::path const& lock_file, bool force = false,
                                       options const& settings = get_defaults());
 

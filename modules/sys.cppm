@@ -43,14 +43,16 @@ enum class process_state {
 };
 
 /// Judges a process of this host, boot and pid namespace.
-process_state local_process_state(std::int64_t pid, std::optional<std::uint64_t> start_time, std::string_view name);
+process_state local_process_state(std::int64_t pid, std::optional<std::uint64_t> start_time,
+                                  std::string_view name);
 
 /// 128 random bits as 32 hex digits.
 std::string random_nonce();
 
 /// Creates path exclusively (never through a symlink), writes content in one go, and reports the new file's
 /// identity. A write failure removes the file again. file_exists when the name is taken.
-std::error_code create_exclusive(std::filesystem::path const& path, std::string_view content, file_identity& created);
+std::error_code create_exclusive(std::filesystem::path const& path, std::string_view content,
+                                 file_identity& created);
 
 /// link(existing, new_path): fails with file_exists when new_path exists as anything, symlinks included.
 std::error_code make_link(std::filesystem::path const& existing, std::filesystem::path const& new_path);
@@ -64,7 +66,7 @@ enum class entry_kind { absent, regular, symlink, directory, other };
 struct file_content {
     entry_kind kind = entry_kind::absent;
     file_identity identity;
-    std::string bytes;      ///< at most limit + 1 bytes of a regular file
+    std::string bytes; ///< at most limit + 1 bytes of a regular file
 };
 
 /// Reads a lock file; absent is not an error. Reads at most limit + 1 bytes.

@@ -3,11 +3,13 @@
 // Why these calls:
 // - A pid alone is no identity: pids are reused, and in containers the same pid names different processes in
 //   different pid namespaces. A holder is (host, boot_id, pid namespace, pid, start time, name): boot_id from
-//   /proc/sys/kernel/random/boot_id changes at every boot, the pid namespace inode from /proc/self/ns/pid, and the
-//   start time (field 22 of /proc/PID/stat, clock ticks since boot) tells a reused pid from the original.
+//   /proc/sys/kernel/random/boot_id changes at every boot, the pid namespace inode from /proc/self/ns/pid,
+//   and the start time (field 22 of /proc/PID/stat, clock ticks since boot) tells a reused pid from the
+//   original.
 // - Start times are shown shifted by the reader's time namespace (unshare -T); they are normalised with
 //   /proc/self/timens_offsets so that processes in different time namespaces agree.
-// - kill(pid, 0) answers ESRCH only for a pid that is provably free. A pid that exists but whose /proc entry cannot
+// - kill(pid, 0) answers ESRCH only for a pid that is provably free. A pid that exists but whose /proc entry
+// cannot
 //   be read (hidepid=2, another user's /proc) is "unknown", never "gone": we do not break what we cannot see.
 // - A zombie holds nothing: it can never release, so it counts as gone before its parent reaps it.
 module;
@@ -20,9 +22,9 @@ module;
 #include <sstream>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <sys/random.h>
 #include <sys/utsname.h>
+#include <system_error>
 #include <unistd.h>
 
 module openlock;
@@ -103,7 +105,7 @@ std::string pid_namespace_id() {
 process_identity compute_identity() {
     process_identity identity;
     identity.pid = ::getpid();
-    struct utsname names {};
+    struct utsname names{};
     if (::uname(&names) == 0) identity.host = names.nodename;
     identity.boot_id = read_small_file("/proc/sys/kernel/random/boot_id");
     identity.pid_namespace = pid_namespace_id();
@@ -116,7 +118,9 @@ process_identity compute_identity() {
 
 } // namespace
 
-std::int64_t current_pid() noexcept { return ::getpid(); }
+std::int64_t current_pid() noexcept {
+    return ::getpid();
+}
 
 process_identity current_process() {
     static std::mutex cache_mutex;
@@ -126,7 +130,8 @@ process_identity current_process() {
     return *cache;
 }
 
-process_state local_process_state(std::int64_t pid, std::optional<std::uint64_t> start_time, std::string_view name) {
+process_state local_process_state(std::int64_t pid, std::optional<std::uint64_t> start_time,
+                                  std::string_view name) {
     if (pid <= 0 || pid > INT32_MAX) return process_state::gone;
     if (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) return process_state::gone;
     auto const fields = read_stat(pid);

@@ -3,11 +3,14 @@
 // Why these syscalls:
 // - link(2) is the claim: atomic on every POSIX file system including NFS (flufl.lock, liblockfile), it never
 //   follows a symlink at the new name, and it fails with EEXIST whatever occupies that name.
-// - open(O_CREAT|O_EXCL|O_NOFOLLOW) is the fallback claim where link(2) is unsupported (EPERM on vfat and some
+// - open(O_CREAT|O_EXCL|O_NOFOLLOW) is the fallback claim where link(2) is unsupported (EPERM on vfat and
+// some
 //   FUSE file systems) and creates claim files; it refuses to create through a symlink.
-// - Reads use lstat(2) first and open(O_NOFOLLOW|O_NONBLOCK) second, then check with fstat(2) that the same regular
+// - Reads use lstat(2) first and open(O_NOFOLLOW|O_NONBLOCK) second, then check with fstat(2) that the same
+// regular
 //   file was opened, so a symlink, FIFO or device at the lock path is reported, never followed or blocked on.
-// - mkdir(2)/rename(2)/rmdir(2) on directories are the conditional operations the takeover guard is built from:
+// - mkdir(2)/rename(2)/rmdir(2) on directories are the conditional operations the takeover guard is built
+// from:
 //   rename onto a non-empty directory fails, rmdir of a non-empty directory fails (docs/protocol.md).
 // - No fsync: a lock must survive its holder's crash, not the machine's; after a reboot the boot id differs.
 module;
@@ -29,7 +32,9 @@ import :sys;
 namespace openlock::sys {
 namespace {
 
-std::error_code last_error() noexcept { return {errno, std::system_category()}; }
+std::error_code last_error() noexcept {
+    return {errno, std::system_category()};
+}
 
 file_identity identity_of(struct stat const& status) noexcept {
     return {static_cast<std::uint64_t>(status.st_dev), static_cast<std::uint64_t>(status.st_ino)};
@@ -59,7 +64,8 @@ private:
 
 int open_retrying(char const* path, int flags, mode_t mode = 0) noexcept {
     int fd = -1;
-    do fd = ::open(path, flags, mode);
+    do
+        fd = ::open(path, flags, mode);
     while (fd < 0 && errno == EINTR);
     return fd;
 }
@@ -78,10 +84,12 @@ std::error_code write_all(int fd, std::string_view content) noexcept {
 
 } // namespace
 
-std::error_code create_exclusive(std::filesystem::path const& path, std::string_view content, file_identity& created) {
-    unique_fd fd{open_retrying(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0644)};
+std::error_code create_exclusive(std::filesystem::path const& path, std::string_view content,
+                                 file_identity& created) {
+    unique_fd fd{
+        open_retrying(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0644)};
     if (!fd.valid()) return last_error();
-    struct stat status {};
+    struct stat status{};
     auto error = write_all(fd.get(), content);
     if (!error && ::fstat(fd.get(), &status) != 0) error = last_error();
     if (error) {
@@ -103,7 +111,7 @@ std::error_code remove_file(std::filesystem::path const& path) {
 }
 
 std::error_code identify(std::filesystem::path const& path, file_identity& out) {
-    struct stat status {};
+    struct stat status{};
     if (::lstat(path.c_str(), &status) != 0) return last_error();
     out = identity_of(status);
     return {};
@@ -111,7 +119,7 @@ std::error_code identify(std::filesystem::path const& path, file_identity& out) 
 
 std::error_code read_file(std::filesystem::path const& path, std::size_t limit, file_content& out) {
     out = {};
-    struct stat before {};
+    struct stat before{};
     if (::lstat(path.c_str(), &before) != 0) {
         if (errno == ENOENT) return {};
         return last_error();
@@ -132,7 +140,7 @@ std::error_code read_file(std::filesystem::path const& path, std::size_t limit, 
         }
         return last_error();
     }
-    struct stat opened {};
+    struct stat opened{};
     if (::fstat(fd.get(), &opened) != 0) return last_error();
     out.kind = kind_of(opened.st_mode);
     out.identity = identity_of(opened);

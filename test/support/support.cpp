@@ -1,0 +1,113 @@
+#include "support/support.hpp"
+
+#include <algorithm>
+#include <boost/asio/read.hpp>
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/streambuf.hpp>
+#include <boost/process/v2/execute.hpp>
+#include <csignal>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <random>
+#include <sstream>
+#include <sys/wait.h>
+
+namespace test {
+
+scratch_dir::scratch_dir() {
+    fs::path const base = OPENLOCK_TEST_SCRATCH;
+    fs::create_directories(base);
+    std::random_device seed;
+    for (;;) {
+        auto candidate = base / ("t" + std::to_string(seed()));
+        if (fs::create_directory(candidate)) {
+            path_ = candidate;
+            return;
+        }
+    }
+}
+
+scratch_dir::~scratch_dir() {
+    std::error_code ignored;
+    fs::remove_all(path_, ignored);
+}
+
+void write_file(fs::path const& path, std::string const& bytes) {
+    std::ofstream out{path, std::ios::binary | std::ios::trunc};
+    out << bytes;
+}
+
+std::string read_file(fs::path const& path) {
+    std::ifstream in{path, std::ios::binary};
+    return {std::istreambuf_iterator<char>{in}, std::istreambuf_iterator<char>{}};
+}
+
+std::vector<std::string> names_in(fs::path const& directory) {
+    std::vector<std::string> names;
+    for (auto const& entry : fs::directory_iterator{directory})
+        names.push_back(entry.path().filename().string());
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
+namespace bp = boost::process::v2;
+
+child::child(fs::path const& program, std::vector<std::string> const& arguments)
+    : process_(std::make_unique<bp::process>(context_, program, arguments, bp::process_stdio{{}, out_, {}})) {
+}
+
+child::~child() {
+    if (finished_) return;
+    boost::system::error_code ignored;
+    process_->terminate(ignored);
+    process_->wait(ignored);
+}
+
+std::string child::read_line() {
+    boost::system::error_code error;
+    auto const length = boost::asio::read_until(out_, boost::asio::dynamic_buffer(buffered_), '\n', error);
+    if (error && length == 0) return {};
+    auto line = buffered_.substr(0, length == 0 ? buffered_.size() : length - 1);
+    buffered_.erase(0, length);
+    return line;
+}
+
+int child::wait() {
+    boost::system::error_code error;
+    process_->wait(error);
+    finished_ = true;
+    auto const status = process_->native_exit_code();
+    if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+    return WEXITSTATUS(status);
+}
+
+void child::kill_hard() {
+    ::kill(process_->id(), SIGKILL);
+}
+
+int child::pid() const {
+    return process_->id();
+}
+
+std::unique_ptr<child> start_helper(std::vector<std::string> const& arguments) {
+    return std::make_unique<child>(OPENLOCK_TEST_CHILD, arguments);
+}
+
+run_result run_cli(std::vector<std::string> const& arguments) {
+    boost::asio::io_context context;
+    boost::asio::readable_pipe out{context};
+    boost::asio::readable_pipe err{context};
+    bp::process process{context, OPENLOCK_CLI, arguments, bp::process_stdio{{}, out, err}};
+    run_result result;
+    // Small outputs: read stdout to its end, then stderr (neither fills a pipe buffer in these tests).
+    boost::system::error_code error;
+    boost::asio::read(out, boost::asio::dynamic_buffer(result.out), error);
+    boost::asio::read(err, boost::asio::dynamic_buffer(result.err), error);
+    process.wait(error);
+    auto const status = process.native_exit_code();
+    result.status = WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+    return result;
+}
+
+} // namespace test

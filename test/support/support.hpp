@@ -1,0 +1,78 @@
+// Test support: scratch directories, helper processes and the CLI, shared by every test file.
+#pragma once
+
+// Boost 1.81 Process v2 with std::filesystem needs boost::optional and the boost type traits in scope first.
+#include <boost/optional.hpp>
+#include <boost/type_traits.hpp>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/readable_pipe.hpp>
+#include <boost/process/v2/process.hpp>
+#include <boost/process/v2/stdio.hpp>
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace test {
+
+namespace fs = std::filesystem;
+
+/// A fresh directory for one test, removed with everything in it at the end.
+class scratch_dir {
+public:
+    scratch_dir();
+    scratch_dir(scratch_dir const&) = delete;
+    scratch_dir& operator=(scratch_dir const&) = delete;
+    ~scratch_dir();
+    [[nodiscard]] fs::path const& path() const { return path_; }
+    [[nodiscard]] fs::path operator/(fs::path const& name) const { return path_ / name; }
+
+private:
+    fs::path path_;
+};
+
+/// Writes bytes to a file, replacing it.
+void write_file(fs::path const& path, std::string const& bytes);
+/// Reads a whole file; empty when absent.
+std::string read_file(fs::path const& path);
+/// The names in a directory, sorted.
+std::vector<std::string> names_in(fs::path const& directory);
+
+/// A running process whose stdout (and stderr) we read; killed and reaped at destruction if still running.
+class child {
+public:
+    child(fs::path const& program, std::vector<std::string> const& arguments);
+    child(child const&) = delete;
+    child& operator=(child const&) = delete;
+    ~child();
+
+    /// The next line of its stdout, without the newline; empty at end of output.
+    std::string read_line();
+    /// Waits for it to end; its exit status (128 + signal when killed).
+    int wait();
+    void kill_hard();
+    [[nodiscard]] int pid() const;
+
+private:
+    boost::asio::io_context context_;
+    boost::asio::readable_pipe out_{context_};
+    std::unique_ptr<boost::process::v2::process> process_;
+    std::string buffered_;
+    bool finished_ = false;
+};
+
+/// The helper process (test/support/child.cpp) with these arguments.
+std::unique_ptr<child> start_helper(std::vector<std::string> const& arguments);
+
+/// Result of running a program to completion.
+struct run_result {
+    int status = -1;
+    std::string out;
+    std::string err;
+};
+/// Runs the openlock CLI with these arguments and collects its output.
+run_result run_cli(std::vector<std::string> const& arguments);
+
+} // namespace test
