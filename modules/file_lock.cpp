@@ -78,24 +78,30 @@ deadline deadline_after(file_lock::duration timeout) {
     return now + timeout;
 }
 
-// Jittered exponential backoff from about a millisecond up to retry_period.
+// Jittered exponential backoff from about a millisecond up to retry_period: the pause between two looks where
+// no event can wake the waiter (network file systems), and the safety net where one can.
 class backoff {
 public:
     explicit backoff(std::chrono::nanoseconds longest) : longest_(longest) {}
 
-    void sleep(deadline const& until) {
+    std::chrono::nanoseconds next(deadline const& until) {
         std::uniform_real_distribution<double> jitter{0.5, 1.0};
         auto pause = std::chrono::duration_cast<std::chrono::nanoseconds>(next_ * jitter(generator()));
-        if (until)
-            pause =
-                std::min(pause, std::chrono::duration_cast<std::chrono::nanoseconds>(*until - clock::now()));
-        if (pause > std::chrono::nanoseconds::zero()) std::this_thread::sleep_for(pause);
         next_ = std::min(next_ * 2, longest_);
+        return limited(pause, until);
     }
+
+    std::chrono::nanoseconds longest(deadline const& until) const { return limited(longest_, until); }
 
     void restart() { next_ = std::min(first, longest_); }
 
 private:
+    static std::chrono::nanoseconds limited(std::chrono::nanoseconds pause, deadline const& until) {
+        if (!until) return pause;
+        return std::max(
+            std::chrono::nanoseconds::zero(),
+            std::min(pause, std::chrono::duration_cast<std::chrono::nanoseconds>(*until - clock::now())));
+    }
     static constexpr std::chrono::nanoseconds first = std::chrono::milliseconds{1};
     static std::minstd_rand& generator() {
         thread_local std::minstd_rand engine{std::random_device{}()};
@@ -119,7 +125,7 @@ struct file_lock::state {
     std::thread::id holder_thread;
     std::optional<detail::claim> held;
     std::uint64_t registration = 0;
-    claim_method method = claim_method::hard_link;
+    claim_method method = claim_method::automatic; // resolved at the first acquire
 
     bool owned_here() const { return held && held->owner_pid == sys::current_pid(); }
 
@@ -158,6 +164,8 @@ struct file_lock::state {
     // The protocol loop of docs/protocol.md: claim; if taken, judge the holder; take over a stale lock under
     // the guard; otherwise wait and look again.
     bool acquire_file(deadline const& until, detail::failure& error) {
+        if (method == claim_method::automatic) method = detail::resolve_method(lock_file, settings.method);
+        sys::wake_sources wake{lock_file}; // before the first look: no release after it goes unnoticed
         backoff pause{settings.retry_period};
         int unreadable_reads = 0;
         std::optional<clock::time_point> guard_busy_since;
@@ -173,8 +181,12 @@ struct file_lock::state {
                 registration = held_locks::instance().add(lock_file, attempt);
                 return true;
             }
+            case detail::claim_result::no_anonymous_files:
+                method = claim_method::hard_link;
+                continue;
             case detail::claim_result::no_hard_links:
-                if (settings.method == claim_method::hard_link) {
+                if (settings.method == claim_method::hard_link ||
+                    settings.method == claim_method::anonymous_link) {
                     error = {std::make_error_code(std::errc::operation_not_supported), lock_file,
                              "this file system has no hard links (use claim_method::exclusive_create)"};
                     return false;
@@ -203,7 +215,9 @@ struct file_lock::state {
             }
             unreadable_reads = 0;
             holder = describe_holder(seen.record);
-            if (detail::judge(seen.record) == detail::verdict::stale) {
+            auto const verdict = detail::judge(seen.record);
+            if (verdict == detail::verdict::live) wake.watch_holder(seen.record.pid);
+            if (verdict == detail::verdict::stale) {
                 auto const takeover = detail::remove_observed(lock_file, seen, false, settings, error);
                 if (takeover.result == detail::takeover_result::failed) return false;
                 if (takeover.result != detail::takeover_result::busy) {
@@ -227,7 +241,9 @@ struct file_lock::state {
                 }
             }
             if (expired(until)) return timed_out(holder, error);
-            pause.sleep(until);
+            // Where directory events arrive, they (and the holder's exit) wake us: the poll is only a safety
+            // net.
+            wake.wait_for(wake.watches_directory() ? pause.longest(until) : pause.next(until));
         }
     }
 
@@ -279,8 +295,7 @@ file_lock::file_lock(std::filesystem::path lock_file, std::optional<duration> ti
     if (timeout && *timeout < duration::zero()) timeout = duration::zero();
     state_->lock_file = std::move(lock_file);
     state_->timeout = timeout;
-    state_->method = settings.method == claim_method::exclusive_create ? claim_method::exclusive_create
-                                                                       : claim_method::hard_link;
+    state_->method = settings.method;
     state_->settings = std::move(settings);
 }
 

@@ -29,6 +29,7 @@ void validate(options const& candidate) {
         candidate.race_delay > longest_sensible_period)
         throw invalid_option("race_delay must be positive and at most 24 h");
     if (candidate.method != claim_method::automatic && candidate.method != claim_method::hard_link &&
+        candidate.method != claim_method::anonymous_link &&
         candidate.method != claim_method::exclusive_create)
         throw invalid_option("unknown claim_method");
 }

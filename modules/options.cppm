@@ -11,10 +11,10 @@ export namespace openlock {
 
 /// How the lock file is made to appear atomically with its content.
 enum class claim_method {
-    automatic,        ///< hard_link, falling back to exclusive_create where the file system has no hard links
-    hard_link,        ///< a unique claim file, hard-linked to the lock path (NFS-safe; flufl.lock's method)
-    exclusive_create, ///< O_EXCL / CREATE_NEW on the lock path itself (readers may briefly see it
-                      ///< half-written)
+    automatic, ///< anonymous_link on local file systems that have it, else hard_link, else exclusive_create
+    hard_link, ///< a unique claim file hard-linked to the lock path (NFS-safe; flufl.lock's method)
+    anonymous_link,   ///< a nameless file (O_TMPFILE) linked to the lock path: no claim file, even briefly
+    exclusive_create, ///< O_EXCL / CREATE_NEW on the lock path (readers may briefly see it half-written)
 };
 
 /// Something worth knowing that is not a failure of the call; the library reports it, it never prints.

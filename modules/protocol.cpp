@@ -259,6 +259,16 @@ claim_result try_claim(fs::path const& lock_file, claim_method method, claim& ou
     if (method == claim_method::exclusive_create) {
         code = sys::create_exclusive(lock_file, text, out.identity);
         if (!code) return claim_result::acquired;
+    } else if (method == claim_method::anonymous_link) {
+        if (auto const creation =
+                sys::create_anonymous(directory_of(lock_file), text, out.identity, out.pin)) {
+            if (is(creation, std::errc::operation_not_supported)) return claim_result::no_anonymous_files;
+            error = {creation, lock_file, "cannot create the lock record"};
+            return claim_result::failed;
+        }
+        code = sys::link_anonymous(out.pin, lock_file);
+        if (!code) return claim_result::acquired;
+        if (sys::means_no_hard_links(code)) return claim_result::no_hard_links;
     } else {
         out.claim_file = sibling(lock_file, ".claim." + out.nonce);
         if (auto const creation = sys::create_exclusive(out.claim_file, text, out.identity)) {
@@ -279,6 +289,7 @@ claim_result try_claim(fs::path const& lock_file, claim_method method, claim& ou
     if (readable && seen.what == observation::kind::held && seen.record.nonce == out.nonce)
         return claim_result::acquired;
     if (!out.claim_file.empty()) sys::remove_file(out.claim_file);
+    out.pin.reset();
     if (is(code, std::errc::file_exists)) {
         if (!readable) {
             error = unreadable;
@@ -290,6 +301,12 @@ claim_result try_claim(fs::path const& lock_file, claim_method method, claim& ou
              method == claim_method::exclusive_create ? "cannot create the lock file"
                                                       : "cannot link the claim file to the lock file"};
     return claim_result::failed;
+}
+
+claim_method resolve_method(fs::path const& lock_file, claim_method requested) {
+    if (requested != claim_method::automatic) return requested;
+    return sys::is_network_file_system(directory_of(lock_file)) ? claim_method::hard_link
+                                                                : claim_method::anonymous_link;
 }
 
 bool release_claim(fs::path const& lock_file, claim const& held, failure& error) {

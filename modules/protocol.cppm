@@ -51,13 +51,17 @@ struct claim {
     std::string nonce;
     std::int64_t owner_pid = 0;
     std::filesystem::path claim_file; ///< kept while held with hard_link (pins the inode); empty otherwise
+    sys::pinned_file pin;             ///< kept while held with anonymous_link (pins the inode)
     sys::file_identity identity;
 };
+
+/// The method a lock on this path uses when asked for `automatic`.
+claim_method resolve_method(std::filesystem::path const& lock_file, claim_method requested);
 
 /// This process's record for a new acquisition.
 lock_record make_record(std::string nonce);
 
-enum class claim_result { acquired, taken, no_hard_links, failed };
+enum class claim_result { acquired, taken, no_hard_links, no_anonymous_files, failed };
 /// One attempt to make the lock file appear with our record; when taken, `seen` is what holds it.
 claim_result try_claim(std::filesystem::path const& lock_file, claim_method method, claim& out,
                        observation& seen, failure& error);

@@ -1,8 +1,10 @@
 // :sys — the OS seam, declared once. platform/<os>/ implements it; CMake picks the folder. Nothing here is
 // exported to users. Every call reports the OS's own error code untouched.
 module;
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -54,6 +56,17 @@ std::string random_nonce();
 std::error_code create_exclusive(std::filesystem::path const& path, std::string_view content,
                                  file_identity& created);
 
+/// An open handle that keeps a file's identity from being reused while a lock is held (closed when released).
+using pinned_file = std::shared_ptr<void>;
+
+/// Creates a nameless file in `directory` holding `content` (O_TMPFILE): nothing is visible until
+/// link_anonymous. operation_not_supported where the file system or OS cannot.
+std::error_code create_anonymous(std::filesystem::path const& directory, std::string_view content,
+                                 file_identity& created, pinned_file& handle);
+
+/// Gives a nameless file its name atomically; fails with file_exists when new_path exists as anything.
+std::error_code link_anonymous(pinned_file const& handle, std::filesystem::path const& new_path);
+
 /// link(existing, new_path): fails with file_exists when new_path exists as anything, symlinks included.
 std::error_code make_link(std::filesystem::path const& existing, std::filesystem::path const& new_path);
 
@@ -89,5 +102,31 @@ std::error_code list_directory(std::filesystem::path const& path, std::vector<st
 
 /// True where the link() error means "this file system has no hard links" (fall back to exclusive create).
 bool means_no_hard_links(std::error_code const& error) noexcept;
+
+/// True when processes on other machines may change this directory (NFS, SMB, FUSE, ...): local change events
+/// cannot see their changes, so waiting there is polling only.
+bool is_network_file_system(std::filesystem::path const& directory);
+
+/// What a waiter sleeps on until the lock may have changed hands: changes to the lock's (or its guard's) name
+/// in its directory, and the exit of a holder on this host. Where events are unavailable it simply sleeps.
+class wake_sources {
+public:
+    /// Starts watching before the caller's first look, so that no change after that look is missed.
+    explicit wake_sources(std::filesystem::path const& lock_file);
+    wake_sources(wake_sources const&) = delete;
+    wake_sources& operator=(wake_sources const&) = delete;
+    ~wake_sources();
+
+    /// Also wake when this local process exits (replacing any earlier holder).
+    void watch_holder(std::int64_t pid);
+    /// Sleeps until an event or the timeout; true when an event woke it.
+    bool wait_for(std::chrono::nanoseconds timeout);
+    /// True when directory events are delivered (a local file system, a watch could be set up).
+    [[nodiscard]] bool watches_directory() const noexcept;
+
+private:
+    struct impl;
+    std::unique_ptr<impl> impl_;
+};
 
 } // namespace openlock::sys

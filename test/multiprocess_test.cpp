@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <sys/wait.h>
+#include <thread>
 #include <unistd.h>
 #include <vector>
 
@@ -37,6 +38,10 @@ void contend(std::string const& method) {
 
 TEST_CASE("4 processes x 500 acquisitions through hard links: the shared counter is exact") {
     contend("hard_link");
+}
+
+TEST_CASE("4 processes x 500 acquisitions through anonymous links: the shared counter is exact") {
+    contend("anonymous_link");
 }
 
 TEST_CASE("4 processes x 500 acquisitions through exclusive create: the shared counter is exact") {
@@ -128,4 +133,45 @@ TEST_CASE("two processes: try_acquire in the second says busy while the first ho
     auto again = test::start_helper({"try", lock_path.string()});
     CHECK(again->read_line() == "acquired");
     CHECK(again->wait() == 0);
+}
+
+namespace {
+
+// With a 20 s poll interval and a 10 s timeout, only an event can make the waiter succeed.
+openlock::options events_only() {
+    auto settings = openlock::get_defaults();
+    settings.retry_period = 20s;
+    return settings;
+}
+
+} // namespace
+
+TEST_CASE("a waiter is woken by the release itself and not by polling") {
+    test::scratch_dir dir;
+    auto const lock_path = dir / "event.lock";
+    openlock::file_lock holder{lock_path};
+    holder.acquire();
+    std::thread releaser{[&] {
+        std::this_thread::sleep_for(100ms); // let the waiter start waiting first
+        holder.release();
+    }};
+    openlock::file_lock waiter{lock_path, 10s, events_only()};
+    waiter.acquire();
+    releaser.join();
+    CHECK(waiter.owns_lock());
+}
+
+TEST_CASE("a waiter is woken by the holder's exit and not by polling") {
+    test::scratch_dir dir;
+    auto const lock_path = dir / "exit.lock";
+    auto holder = test::start_helper({"hold", lock_path.string()});
+    REQUIRE(holder->read_line().starts_with("locked"));
+    std::thread killer{[&] {
+        std::this_thread::sleep_for(100ms);
+        holder->kill_hard();
+    }};
+    openlock::file_lock waiter{lock_path, 10s, events_only()};
+    waiter.acquire();
+    killer.join();
+    CHECK(waiter.owns_lock());
 }

@@ -1,5 +1,6 @@
 // The helper process of the multi-process tests.
-//   count LOCK COUNTER N [hard_link|exclusive_create]  N times: acquire, check no one else is inside, counter
+//   count LOCK COUNTER N [hard_link|anonymous_link|exclusive_create]  N times: acquire, check no one else is
+//   inside, counter
 //   += 1 hold LOCK                                         acquire, print "locked", then sleep until killed
 //   leak LOCK                                         acquire, print "locked", exit(0) without releasing
 //   try LOCK                                          print "acquired" or "busy"
@@ -64,6 +65,8 @@ int main(int argc, char** argv) {
         if (argc > 5 && std::string_view{argv[5]} == "exclusive_create")
             method = openlock::claim_method::exclusive_create;
         if (argc > 5 && std::string_view{argv[5]} == "hard_link") method = openlock::claim_method::hard_link;
+        if (argc > 5 && std::string_view{argv[5]} == "anonymous_link")
+            method = openlock::claim_method::anonymous_link;
         return count(argv[2], argv[3], std::atol(argv[4]), method);
     }
     if (mode == "hold" && argc == 3) hold(argv[2]);

@@ -1,0 +1,83 @@
+// Nameless claim files behind the :sys seam (Linux).
+//
+// Why these syscalls: open(O_TMPFILE) makes a file with no name, so the record can be written completely
+// before linkat() gives it the lock's name in one atomic step, exactly like a hard-linked claim file, but
+// without a claim name that a crash could leave behind or that would wake every inotify waiter in the
+// directory. linkat() goes through /proc/self/fd/N with AT_SYMLINK_FOLLOW because AT_EMPTY_PATH needs
+// CAP_DAC_READ_SEARCH. The open descriptor is kept while the lock is held: it pins the inode, so the lock
+// file's identity cannot be reused by another file before we check it at release. File systems without
+// O_TMPFILE (NFS, FUSE, old kernels) answer EOPNOTSUPP/EISDIR/EINVAL, and the caller falls back to a named
+// claim file.
+module;
+#include <cerrno>
+#include <cstdio>
+#include <fcntl.h>
+#include <filesystem>
+#include <memory>
+#include <string_view>
+#include <sys/stat.h>
+#include <system_error>
+#include <unistd.h>
+
+module openlock;
+import :sys;
+
+namespace openlock::sys {
+namespace {
+
+struct open_file {
+    explicit open_file(int descriptor) noexcept : fd(descriptor) {}
+    open_file(open_file const&) = delete;
+    open_file& operator=(open_file const&) = delete;
+    ~open_file() { ::close(fd); }
+    int fd;
+};
+
+std::error_code last_error() noexcept {
+    return {errno, std::system_category()};
+}
+
+bool proc_fd_available() {
+    static bool const available = ::access("/proc/self/fd", X_OK) == 0;
+    return available;
+}
+
+} // namespace
+
+std::error_code create_anonymous(std::filesystem::path const& directory, std::string_view content,
+                                 file_identity& created, pinned_file& handle) {
+    if (!proc_fd_available()) return std::make_error_code(std::errc::operation_not_supported);
+    int fd = -1;
+    do
+        fd = ::open(directory.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+    while (fd < 0 && errno == EINTR);
+    if (fd < 0) {
+        if (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)
+            return std::make_error_code(std::errc::operation_not_supported);
+        return last_error();
+    }
+    auto file = std::make_shared<open_file>(fd);
+    while (!content.empty()) {
+        auto const written = ::write(fd, content.data(), content.size());
+        if (written < 0) {
+            if (errno == EINTR) continue;
+            return last_error();
+        }
+        content.remove_prefix(static_cast<std::size_t>(written));
+    }
+    struct stat status{};
+    if (::fstat(fd, &status) != 0) return last_error();
+    created = {static_cast<std::uint64_t>(status.st_dev), static_cast<std::uint64_t>(status.st_ino)};
+    handle = std::move(file);
+    return {};
+}
+
+std::error_code link_anonymous(pinned_file const& handle, std::filesystem::path const& new_path) {
+    auto const* file = static_cast<open_file const*>(handle.get());
+    char source[48];
+    std::snprintf(source, sizeof source, "/proc/self/fd/%d", file->fd);
+    if (::linkat(AT_FDCWD, source, AT_FDCWD, new_path.c_str(), AT_SYMLINK_FOLLOW) != 0) return last_error();
+    return {};
+}
+
+} // namespace openlock::sys

@@ -1,0 +1,163 @@
+// Event-driven waiting behind the :sys seam (Linux).
+//
+// Why these syscalls: inotify on the lock's directory reports the lock file (or the takeover guard) going
+// away the moment it happens, and a pidfd becomes readable the moment a local holder exits, so a waiter
+// retries at once instead of at its next poll. The watch is set up before the waiter's first look, so a
+// release after that look is always queued. inotify only sees changes made through this kernel: on NFS, SMB,
+// FUSE and other shared file systems (statfs f_type) other clients' changes are invisible, so there the
+// waiter polls with backoff only. Polling stays as the safety net everywhere (queue overflow, a watch
+// removed, no pidfd_open before Linux 5.3).
+module;
+#include <array>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <poll.h>
+#include <string>
+#include <string_view>
+#include <sys/inotify.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+module openlock;
+import :sys;
+
+namespace openlock::sys {
+namespace {
+
+// statfs f_type values of file systems that other machines (or a user-space server) may change.
+constexpr std::array<std::uint64_t, 16> shared_file_systems{
+    0x6969,     // NFS
+    0x517b,     // SMB
+    0xff534d42, // CIFS
+    0xfe534d42, // SMB2
+    0x65735546, // FUSE (sshfs, bindfs, s3fs, ...)
+    0x00c36400, // Ceph
+    0x01021997, // 9p (v9fs)
+    0x5346414f, // AFS
+    0x6b414653, // kAFS
+    0x73757245, // Coda
+    0x564c,     // NCP
+    0x01161970, // GFS2
+    0x7461636f, // OCFS2
+    0x0bd00bd0, // Lustre
+    0x47504653, // GPFS
+    0x013111a8, // IBRIX
+};
+
+constexpr std::uint32_t watched_events =
+    IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_CLOSE_WRITE | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR;
+
+void close_if_open(int& fd) {
+    if (fd >= 0) ::close(fd);
+    fd = -1;
+}
+
+} // namespace
+
+bool is_network_file_system(std::filesystem::path const& directory) {
+    struct statfs info{};
+    if (::statfs(directory.c_str(), &info) != 0) return true; // cannot tell: do not trust local events
+    auto const type = static_cast<std::uint64_t>(static_cast<std::uint32_t>(info.f_type));
+    for (auto const shared : shared_file_systems)
+        if (type == shared) return true;
+    return false;
+}
+
+struct wake_sources::impl {
+    int inotify = -1;
+    int holder = -1;
+    std::int64_t holder_pid = 0;
+    std::string lock_name;
+    std::string guard_name;
+
+    ~impl() {
+        close_if_open(inotify);
+        close_if_open(holder);
+    }
+
+    // Drains the queue; true when an event concerns the lock or its guard (or the watch itself).
+    bool relevant_events() {
+        alignas(inotify_event) char buffer[4096];
+        bool relevant = false;
+        for (;;) {
+            auto const length = ::read(inotify, buffer, sizeof buffer);
+            if (length <= 0) break;
+            for (char const* at = buffer; at < buffer + length;) {
+                auto const* event = reinterpret_cast<inotify_event const*>(at);
+                std::string_view const name =
+                    event->len > 0 ? std::string_view{event->name} : std::string_view{};
+                if (event->mask & (IN_Q_OVERFLOW | IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED))
+                    relevant = true;
+                if (name == lock_name || name == guard_name) relevant = true;
+                if (event->mask & IN_IGNORED) {
+                    close_if_open(inotify); // the directory is gone: sleep-polling from now on
+                    return true;
+                }
+                at += sizeof(inotify_event) + event->len;
+            }
+        }
+        return relevant;
+    }
+};
+
+wake_sources::wake_sources(std::filesystem::path const& lock_file) : impl_(std::make_unique<impl>()) {
+    auto directory = lock_file.parent_path();
+    if (directory.empty()) directory = ".";
+    impl_->lock_name = lock_file.filename().string();
+    impl_->guard_name = impl_->lock_name + ".takeover";
+    if (is_network_file_system(directory)) return;
+    impl_->inotify = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (impl_->inotify >= 0 && ::inotify_add_watch(impl_->inotify, directory.c_str(), watched_events) < 0)
+        close_if_open(impl_->inotify); // limits reached or no such directory: poll
+}
+
+wake_sources::~wake_sources() = default;
+
+void wake_sources::watch_holder(std::int64_t pid) {
+#ifdef SYS_pidfd_open
+    if (pid == impl_->holder_pid && impl_->holder >= 0) return;
+    close_if_open(impl_->holder);
+    impl_->holder_pid = pid;
+    impl_->holder = static_cast<int>(::syscall(SYS_pidfd_open, static_cast<pid_t>(pid), 0));
+#else
+    (void)pid;
+#endif
+}
+
+bool wake_sources::watches_directory() const noexcept {
+    return impl_->inotify >= 0;
+}
+
+bool wake_sources::wait_for(std::chrono::nanoseconds timeout) {
+    using clock = std::chrono::steady_clock;
+    auto const until = clock::now() + timeout;
+    for (;;) {
+        auto const left = until - clock::now();
+        if (left <= clock::duration::zero()) return false;
+        std::array<pollfd, 2> watched{};
+        nfds_t count = 0;
+        if (impl_->inotify >= 0) watched[count++] = {impl_->inotify, POLLIN, 0};
+        if (impl_->holder >= 0) watched[count++] = {impl_->holder, POLLIN, 0};
+        auto const nanoseconds = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
+        timespec const pause{static_cast<time_t>(nanoseconds / 1'000'000'000),
+                             static_cast<long>(nanoseconds % 1'000'000'000)};
+        auto const ready = ::ppoll(watched.data(), count, &pause, nullptr);
+        if (ready < 0 && errno == EINTR) continue;
+        if (ready <= 0) return false;
+        for (nfds_t i = 0; i < count; ++i) {
+            if (watched[i].revents == 0) continue;
+            if (watched[i].fd == impl_->holder) {
+                close_if_open(impl_->holder); // it exited: judge the lock again
+                impl_->holder_pid = 0;
+                return true;
+            }
+            if (impl_->relevant_events()) return true;
+        }
+    }
+}
+
+} // namespace openlock::sys
