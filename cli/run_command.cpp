@@ -163,10 +163,18 @@ int run_child(std::vector<std::string> const& command) {
 
 int run_command(std::span<char* const> arguments) {
     auto const request = parse(arguments);
-    file_lock lock{request.lock_file};
+    std::optional<file_lock> constructed;
+    try {
+        constructed.emplace(request.lock_file);
+    } catch (invalid_option const& e) {
+        throw usage(std::string{"run: "} + e.what());
+    }
+    auto& lock = *constructed;
     auto const started = clock::now();
     std::optional<clock::time_point> deadline;
-    if (request.timeout_seconds)
+    constexpr double forever =
+        100.0 * 365 * 24 * 3600; // longer than that is no deadline (and would overflow)
+    if (request.timeout_seconds && *request.timeout_seconds < forever)
         deadline = started + std::chrono::ceil<clock::duration>(
                                  std::chrono::duration<double>(*request.timeout_seconds));
 
@@ -186,6 +194,10 @@ int run_command(std::span<char* const> arguments) {
                 return timed_out;
             }
             shown.waiting(e.holder(), clock::now() - started);
+        } catch (invalid_option const& e) {
+            shown.done();
+            complain(e.what());
+            return usage_error;
         } catch (invalid_lock_file const& e) {
             shown.done();
             complain(e.what());

@@ -143,8 +143,11 @@ int break_command(std::span<char* const> arguments) {
         return timed_out;
     case break_result::refused:
         if (before.state == lock_state::invalid) {
+            bool const garbage = std::filesystem::symlink_status(request.lock_file).type() ==
+                                 std::filesystem::file_type::regular; // --force never removes anything else
             complain(request.lock_file.string() + ": " + before.problem +
-                     (request.flag ? "; not removed" : "; not removed (use --force for a garbage file)"));
+                     (request.flag || !garbage ? "; not removed"
+                                               : "; not removed (use --force for a garbage file)"));
             return invalid_lock;
         }
         complain(as_text(request.lock_file, before) + "; not removed (use --force to remove a live lock)");

@@ -1,285 +1,328 @@
 module;
 #include <algorithm>
+#include <boost/asio/any_io_executor.hpp>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
-#include <map>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <random>
 #include <string>
 #include <system_error>
 #include <thread>
+#include <vector>
 
 module openlock;
+import :lock_state;
 import :protocol;
 import :sys;
 
 namespace openlock {
-namespace {
+namespace detail {
 
-using clock = std::chrono::steady_clock;
-using deadline = std::optional<clock::time_point>;
-
-// Locks still held at normal exit are released by an atexit handler; the registry is never destroyed, so
-// static file_lock objects may release in any order during exit.
-class held_locks {
-public:
-    static held_locks& instance() {
-        static held_locks* const registry = [] {
-            auto* created = new held_locks;
-            std::atexit([] { held_locks::instance().release_all(); });
-            return created;
-        }();
-        return *registry;
-    }
-
-    std::uint64_t add(std::filesystem::path const& lock_file, detail::claim const& held) {
-        std::lock_guard guard{mutex_};
-        entries_.emplace(++last_id_, entry{lock_file, held});
-        return last_id_;
-    }
-
-    void remove(std::uint64_t id) {
-        std::lock_guard guard{mutex_};
-        entries_.erase(id);
-    }
-
-private:
-    struct entry {
-        std::filesystem::path lock_file;
-        detail::claim held;
-    };
-
-    void release_all() {
-        std::lock_guard guard{mutex_};
-        auto const me = sys::current_pid();
-        for (auto const& [id, item] : entries_) {
-            detail::failure ignored;
-            if (item.held.owner_pid == me) detail::release_claim(item.lock_file, item.held, ignored);
-        }
-        entries_.clear();
-    }
-
-    std::mutex mutex_;
-    std::map<std::uint64_t, entry> entries_;
-    std::uint64_t last_id_ = 0;
-};
-
-bool expired(deadline const& until) {
-    return until && clock::now() >= *until;
-}
-
-deadline deadline_after(file_lock::duration timeout) {
+deadline deadline_after(std::chrono::nanoseconds timeout) {
     auto const now = clock::now();
     if (timeout >= clock::time_point::max() - now) return std::nullopt;
     return now + timeout;
 }
 
-// Jittered exponential backoff from about a millisecond up to retry_period: the pause between two looks where
-// no event can wake the waiter (network file systems), and the safety net where one can.
-class backoff {
-public:
-    explicit backoff(std::chrono::nanoseconds longest) : longest_(longest) {}
+bool expired(deadline const& until) {
+    return until && clock::now() >= *until;
+}
 
-    std::chrono::nanoseconds next(deadline const& until) {
-        std::uniform_real_distribution<double> jitter{0.5, 1.0};
-        auto pause = std::chrono::duration_cast<std::chrono::nanoseconds>(next_ * jitter(generator()));
-        next_ = std::min(next_ * 2, longest_);
-        return limited(pause, until);
+std::chrono::nanoseconds limited(std::chrono::nanoseconds pause, deadline const& until) {
+    if (!until) return pause;
+    auto const left = std::chrono::duration_cast<std::chrono::nanoseconds>(*until - clock::now());
+    return std::max(std::chrono::nanoseconds::zero(), std::min(pause, left));
+}
+
+namespace {
+constexpr std::chrono::nanoseconds first_pause = std::chrono::milliseconds{1};
+}
+
+backoff::backoff(std::chrono::nanoseconds longest)
+    : longest_(longest), next_(std::min(first_pause, longest)), random_(std::random_device{}()) {}
+
+std::chrono::nanoseconds backoff::next() {
+    std::uniform_real_distribution<double> jitter{0.5, 1.0};
+    auto const pause = std::chrono::duration_cast<std::chrono::nanoseconds>(next_ * jitter(random_));
+    next_ = std::min(next_ * 2, longest_);
+    return pause;
+}
+
+void backoff::restart() {
+    next_ = std::min(first_pause, longest_);
+}
+
+// The registry is never destroyed, so static file_lock objects may release in any order during exit.
+held_locks& held_locks::instance() {
+    static held_locks* const registry = [] {
+        auto* created = new held_locks;
+        std::atexit([] { held_locks::instance().release_all(); });
+        return created;
+    }();
+    return *registry;
+}
+
+std::uint64_t held_locks::add(std::filesystem::path const& lock_file, claim const& held) {
+    std::lock_guard guard{mutex_};
+    entries_.emplace_back(++last_id_, entry{lock_file, held});
+    return last_id_;
+}
+
+void held_locks::remove(std::uint64_t id) {
+    std::lock_guard guard{mutex_};
+    std::erase_if(entries_, [id](auto const& item) { return item.first == id; });
+}
+
+void held_locks::release_all() {
+    std::lock_guard guard{mutex_};
+    auto const me = sys::current_pid();
+    for (auto const& [id, item] : entries_) {
+        failure ignored;
+        if (item.held.owner_pid == me) release_claim(item.lock_file, item.held, ignored);
     }
+    entries_.clear();
+}
 
-    std::chrono::nanoseconds longest(deadline const& until) const { return limited(longest_, until); }
+acquisition::acquisition(file_lock::state& lock, deadline until)
+    : lock_(lock)
+    , until_(until)
+    , wake_(lock.lock_file) // before the first look: no release after it goes unnoticed
+    , backoff_(lock.settings.retry_period) {
+    if (lock_.method == claim_method::automatic)
+        lock_.method = resolve_method(lock_.lock_file, lock_.settings.method);
+}
 
-    void restart() { next_ = std::min(first, longest_); }
+acquisition::next acquisition::wait(std::chrono::nanoseconds pause, bool events_may_end_it) {
+    if (expired(until_)) return next::failed;
+    pause_ = limited(pause, until_);
+    events_may_end_pause_ = events_may_end_it;
+    return next::wait;
+}
 
-private:
-    static std::chrono::nanoseconds limited(std::chrono::nanoseconds pause, deadline const& until) {
-        if (!until) return pause;
-        return std::max(
-            std::chrono::nanoseconds::zero(),
-            std::min(pause, std::chrono::duration_cast<std::chrono::nanoseconds>(*until - clock::now())));
-    }
-    static constexpr std::chrono::nanoseconds first = std::chrono::milliseconds{1};
-    static std::minstd_rand& generator() {
-        thread_local std::minstd_rand engine{std::random_device{}()};
-        return engine;
-    }
-    std::chrono::nanoseconds longest_;
-    std::chrono::nanoseconds next_ = std::min(first, longest_);
-};
-
-} // namespace
-
-struct file_lock::state {
-    std::filesystem::path lock_file;
-    std::optional<duration> timeout;
-    options settings;
-
-    // The in-process gate: one thread at a time acquires or holds through this object.
-    std::mutex mutex;
-    std::condition_variable gate_opened;
-    bool busy = false;
-    std::thread::id holder_thread;
-    std::optional<detail::claim> held;
-    std::uint64_t registration = 0;
-    claim_method method = claim_method::automatic; // resolved at the first acquire
-
-    bool owned_here() const { return held && held->owner_pid == sys::current_pid(); }
-
-    bool enter_gate(deadline const& until, detail::failure& error) {
-        std::unique_lock guard{mutex};
-        if (busy && held && held->owner_pid != sys::current_pid()) {
-            busy = false; // a child after fork(): the parent's lock is not ours to hold or release
-            held.reset();
-        }
-        if (busy && holder_thread == std::this_thread::get_id()) {
-            error = {errc::already_locked, lock_file, {}};
-            return false;
-        }
-        auto const open = [this] { return !busy; };
-        if (!until) {
-            gate_opened.wait(guard, open);
-        } else if (!gate_opened.wait_until(guard, *until, open)) {
-            error = {errc::timeout, lock_file,
-                     "another thread of this process (pid " + std::to_string(sys::current_pid()) + ")"};
-            return false;
-        }
-        busy = true;
-        holder_thread = std::this_thread::get_id();
-        return true;
-    }
-
-    void leave_gate() {
-        {
-            std::lock_guard guard{mutex};
-            busy = false;
-            held.reset();
-        }
-        gate_opened.notify_one();
-    }
-
-    // The protocol loop of docs/protocol.md: claim; if taken, judge the holder; take over a stale lock under
-    // the guard; otherwise wait and look again.
-    bool acquire_file(deadline const& until, detail::failure& error) {
-        if (method == claim_method::automatic) method = detail::resolve_method(lock_file, settings.method);
-        sys::wake_sources wake{lock_file}; // before the first look: no release after it goes unnoticed
-        backoff pause{settings.retry_period};
-        int unreadable_reads = 0;
-        std::optional<clock::time_point> guard_busy_since;
-        bool slow_reported = false;
-        std::string holder;
-        for (;;) {
-            detail::claim attempt;
-            detail::observation seen;
-            switch (detail::try_claim(lock_file, method, attempt, seen, error)) {
-            case detail::claim_result::acquired: {
-                std::lock_guard guard{mutex};
-                held = attempt;
-                registration = held_locks::instance().add(lock_file, attempt);
-                return true;
+acquisition::next acquisition::step(failure& error) {
+    auto const& settings = lock_.settings;
+    auto const& lock_file = lock_.lock_file;
+    for (;;) {
+        claim attempt;
+        observation seen;
+        switch (try_claim(lock_file, lock_.method, attempt, seen, error)) {
+        case claim_result::acquired:
+            lock_.hold(attempt);
+            return next::acquired;
+        case claim_result::no_anonymous_files:
+            lock_.method = claim_method::hard_link;
+            continue;
+        case claim_result::no_hard_links:
+            if (settings.method == claim_method::hard_link ||
+                settings.method == claim_method::anonymous_link) {
+                error = {std::make_error_code(std::errc::operation_not_supported), lock_file,
+                         "this file system has no hard links (use claim_method::exclusive_create)"};
+                return next::failed;
             }
-            case detail::claim_result::no_anonymous_files:
-                method = claim_method::hard_link;
-                continue;
-            case detail::claim_result::no_hard_links:
-                if (settings.method == claim_method::hard_link ||
-                    settings.method == claim_method::anonymous_link) {
-                    error = {std::make_error_code(std::errc::operation_not_supported), lock_file,
-                             "this file system has no hard links (use claim_method::exclusive_create)"};
-                    return false;
-                }
-                method = claim_method::exclusive_create;
-                continue;
-            case detail::claim_result::failed:
-                return false;
-            case detail::claim_result::taken:
-                break;
-            }
+            lock_.method = claim_method::exclusive_create;
+            continue;
+        case claim_result::failed:
+            return next::failed;
+        case claim_result::taken:
+            break;
+        }
 
-            if (seen.what == detail::observation::kind::absent) continue; // released in between: claim again
-            if (seen.what == detail::observation::kind::invalid) {
-                // Only bytes can be mid-write (exclusive_create); a symlink or directory never becomes a
-                // record.
-                if (!seen.content_problem || ++unreadable_reads >= settings.tries) {
-                    error = {errc::invalid_lock_file, lock_file, seen.problem};
-                    return false;
-                }
-                holder = "an unreadable lock file (" + seen.problem + ")";
-                if (expired(until)) return timed_out(holder, error);
-                std::this_thread::sleep_for(std::min<std::chrono::nanoseconds>(
-                    settings.retry_period, until ? *until - clock::now() : settings.retry_period));
+        if (seen.what == observation::kind::absent) continue; // released in between: claim again
+        if (seen.what == observation::kind::invalid) {
+            // Only bytes can be mid-write (exclusive_create); a symlink or directory never becomes a record.
+            if (!seen.content_problem || ++unreadable_reads_ >= settings.tries) {
+                error = {errc::invalid_lock_file, lock_file, seen.problem};
+                return next::failed;
+            }
+            holder_ = "an unreadable lock file (" + seen.problem + ")";
+            error = {errc::timeout, lock_file, holder_};
+            return wait(settings.retry_period, false);
+        }
+        unreadable_reads_ = 0;
+        holder_ = describe_holder(seen.record);
+        auto const judged = judge(seen.record);
+        if (judged == verdict::live) wake_.watch_holder(seen.record.pid);
+        if (judged == verdict::stale) {
+            auto const takeover = remove_observed(lock_file, seen, false, settings, error);
+            if (takeover.result == takeover_result::failed) return next::failed;
+            if (takeover.result != takeover_result::busy) {
+                guard_busy_since_.reset();
+                backoff_.restart();
                 continue;
             }
-            unreadable_reads = 0;
-            holder = describe_holder(seen.record);
-            auto const verdict = detail::judge(seen.record);
-            if (verdict == detail::verdict::live) wake.watch_holder(seen.record.pid);
-            if (verdict == detail::verdict::stale) {
-                auto const takeover = detail::remove_observed(lock_file, seen, false, settings, error);
-                if (takeover.result == detail::takeover_result::failed) return false;
-                if (takeover.result != detail::takeover_result::busy) {
-                    guard_busy_since.reset();
-                    pause.restart();
-                    continue;
+            holder_ = takeover.guard_holder + " (taking over the stale lock of " + holder_ + ")";
+            auto const now = clock::now();
+            if (!guard_busy_since_) guard_busy_since_ = now;
+            if (!slow_reported_ && now - *guard_busy_since_ > settings.race_delay) {
+                slow_reported_ = true;
+                std::string detail =
+                    "a takeover by " + takeover.guard_holder + " takes longer than race_delay";
+                if (settings.slow_system_exception) {
+                    error = {errc::slow_system, lock_file, detail};
+                    return next::failed;
                 }
-                holder = takeover.guard_holder + " (taking over the stale lock of " + holder + ")";
-                auto const now = clock::now();
-                if (!guard_busy_since) guard_busy_since = now;
-                if (!slow_reported && now - *guard_busy_since > settings.race_delay) {
-                    slow_reported = true;
-                    std::string detail =
-                        "a takeover by " + takeover.guard_holder + " takes longer than race_delay";
-                    if (settings.slow_system_exception) {
-                        error = {errc::slow_system, lock_file, detail};
-                        return false;
-                    }
-                    if (settings.on_diagnostic)
-                        settings.on_diagnostic({diagnostic::kind::slow_system, lock_file, std::move(detail)});
-                }
+                if (settings.on_diagnostic)
+                    settings.on_diagnostic({diagnostic::kind::slow_system, lock_file, std::move(detail)});
             }
-            if (expired(until)) return timed_out(holder, error);
-            // Where directory events arrive, they (and the holder's exit) wake us: the poll is only a safety
-            // net.
-            wake.wait_for(wake.watches_directory() ? pause.longest(until) : pause.next(until));
         }
+        error = {errc::timeout, lock_file, holder_};
+        // Where directory events arrive, they (and the holder's exit) end the wait: the pause is a safety
+        // net.
+        return wait(wake_.watches_directory() ? settings.retry_period : backoff_.next());
     }
+}
 
-    bool timed_out(std::string const& holder, detail::failure& error) {
-        error = {errc::timeout, lock_file, holder};
-        return false;
-    }
+} // namespace detail
 
-    bool acquire(deadline const& until, detail::failure& error) {
-        if (!enter_gate(until, error)) return false;
-        if (acquire_file(until, error)) return true;
-        leave_gate();
-        return false;
-    }
+bool file_lock::state::owned_here() const {
+    return held && held->owner_pid == sys::current_pid();
+}
 
-    bool release(detail::failure& error) {
-        std::optional<detail::claim> releasing;
-        {
-            std::lock_guard guard{mutex};
-            if (!busy || !owned_here()) {
-                error = {errc::invalid_release, lock_file, {}};
-                return false;
-            }
-            releasing = held;
-            held_locks::instance().remove(registration);
-        }
-        bool const released = detail::release_claim(lock_file, *releasing, error);
-        leave_gate();
-        return released;
-    }
-};
+namespace detail {
+
+std::shared_ptr<path_gate> gate_for(std::filesystem::path const& lock_file) {
+    static std::mutex registry_mutex;
+    static auto* const registry = new std::vector<std::pair<std::filesystem::path, std::weak_ptr<path_gate>>>;
+    std::error_code ignored;
+    auto key = std::filesystem::absolute(lock_file, ignored).lexically_normal();
+    std::lock_guard guard{registry_mutex};
+    std::erase_if(*registry, [](auto const& entry) { return entry.second.expired(); });
+    for (auto const& [path, gate] : *registry)
+        if (path == key) return gate.lock();
+    auto gate = std::make_shared<path_gate>();
+    registry->emplace_back(std::move(key), gate);
+    return gate;
+}
 
 namespace {
 
-void assign(std::error_code& out, detail::failure const& failure) noexcept {
-    out = failure.code;
+// A gate copied into a child by fork() belongs to the parent's threads: the child starts with it open.
+void forget_parent(path_gate& gate) {
+    if (gate.busy && gate.owner_pid != sys::current_pid()) {
+        gate.busy = false;
+        gate.async_waiters.clear();
+    }
+}
+
+void occupy(path_gate& gate, std::thread::id thread, void const* object) {
+    gate.busy = true;
+    gate.holder_thread = thread;
+    gate.holder_object = object;
+    gate.owner_pid = sys::current_pid();
+}
+
+} // namespace
+} // namespace detail
+
+bool file_lock::state::enter_gate(detail::deadline const& until, detail::failure& error) {
+    std::unique_lock guard{gate->mutex};
+    detail::forget_parent(*gate);
+    if (gate->busy && gate->holder_thread == std::this_thread::get_id() && gate->holder_object == this) {
+        error = {errc::already_locked, lock_file, {}};
+        return false;
+    }
+    auto const open = [this] { return !gate->busy; };
+    if (!until) {
+        gate->opened.wait(guard, open);
+    } else if (!gate->opened.wait_until(guard, *until, open)) {
+        error = {errc::timeout, lock_file,
+                 "another thread or lock object of this process (pid " + std::to_string(sys::current_pid()) +
+                     ")"};
+        return false;
+    }
+    detail::occupy(*gate, std::this_thread::get_id(), this);
+    return true;
+}
+
+bool file_lock::state::try_enter_gate(std::function<void()> wake) {
+    std::lock_guard guard{gate->mutex};
+    detail::forget_parent(*gate);
+    if (!gate->busy) {
+        detail::occupy(*gate, {}, this);
+        return true;
+    }
+    gate->async_waiters.push_back(std::move(wake));
+    return false;
+}
+
+void file_lock::state::leave_gate() {
+    {
+        std::lock_guard guard{mutex};
+        held.reset();
+    }
+    std::vector<std::function<void()>> waiting;
+    {
+        std::lock_guard guard{gate->mutex};
+        gate->busy = false;
+        gate->holder_thread = {};
+        gate->holder_object = nullptr;
+        waiting.swap(gate->async_waiters);
+    }
+    gate->opened.notify_one();
+    for (auto& wake : waiting)
+        wake(); // each asynchronous waiter tries again; the losers queue up anew
+}
+
+void file_lock::state::hold(detail::claim const& claimed) {
+    std::lock_guard guard{mutex};
+    held = claimed;
+    registration = detail::held_locks::instance().add(lock_file, claimed);
+}
+
+bool file_lock::state::release(detail::failure& error) {
+    std::optional<detail::claim> releasing;
+    {
+        std::lock_guard guard{mutex};
+        if (!owned_here()) {
+            error = {errc::invalid_release, lock_file, {}};
+            return false;
+        }
+        releasing = held;
+        detail::held_locks::instance().remove(registration);
+    }
+    bool const released = detail::release_claim(lock_file, *releasing, error);
+    leave_gate();
+    return released;
+}
+
+namespace {
+
+bool acquire_blocking(file_lock::state& lock, detail::deadline const& until, detail::failure& error) {
+    if (!lock.enter_gate(until, error)) return false;
+    detail::acquisition attempt{lock, until};
+    for (;;) {
+        switch (attempt.step(error)) {
+        case detail::acquisition::next::acquired:
+            return true;
+        case detail::acquisition::next::failed:
+            lock.leave_gate();
+            return false;
+        case detail::acquisition::next::wait:
+            if (attempt.events_may_end_pause())
+                attempt.wake().wait_for(attempt.pause());
+            else
+                std::this_thread::sleep_for(attempt.pause());
+            break;
+        }
+    }
+}
+
+template <class Operation>
+void into_error_code(std::error_code& error, Operation&& operation) noexcept {
+    try {
+        detail::failure failure;
+        error = {};
+        if (!operation(failure)) error = failure.code;
+    } catch (std::system_error const& e) {
+        error = e.code();
+    } catch (...) {
+        error = std::make_error_code(std::errc::not_enough_memory);
+    }
 }
 
 } // namespace
@@ -287,12 +330,13 @@ void assign(std::error_code& out, detail::failure const& failure) noexcept {
 file_lock::file_lock(std::filesystem::path lock_file) : file_lock(std::move(lock_file), std::nullopt) {}
 
 file_lock::file_lock(std::filesystem::path lock_file, std::optional<duration> timeout, options settings)
-    : state_(std::make_unique<state>()) {
+    : state_(std::make_shared<state>()) {
     validate(settings);
     if (lock_file.empty()) throw invalid_option("the lock file path is empty");
     if (!lock_file.has_filename())
         throw invalid_option("the lock file path names a directory: " + lock_file.string());
     if (timeout && *timeout < duration::zero()) timeout = duration::zero();
+    state_->gate = detail::gate_for(lock_file);
     state_->lock_file = std::move(lock_file);
     state_->timeout = timeout;
     state_->method = settings.method;
@@ -300,6 +344,17 @@ file_lock::file_lock(std::filesystem::path lock_file, std::optional<duration> ti
 }
 
 file_lock::~file_lock() {
+    std::vector<std::function<void()>> waiting;
+    {
+        std::lock_guard guard{state_->mutex};
+        state_->abandoned = true;
+    }
+    {
+        std::lock_guard guard{state_->gate->mutex};
+        waiting.swap(state_->gate->async_waiters); // our pending asynchronous acquires notice `abandoned`
+    }
+    for (auto& wake : waiting)
+        wake();
     std::error_code ignored;
     if (owns_lock()) release(ignored);
 }
@@ -307,42 +362,29 @@ file_lock::~file_lock() {
 void file_lock::acquire() {
     if (state_->timeout) return acquire_for(*state_->timeout);
     detail::failure error;
-    if (!state_->acquire(std::nullopt, error)) detail::raise(error);
+    if (!acquire_blocking(*state_, std::nullopt, error)) detail::raise(error);
 }
 
 void file_lock::acquire(std::error_code& error) noexcept {
     if (state_->timeout) return acquire_for(*state_->timeout, error);
-    try {
-        detail::failure failure;
-        error = {};
-        if (!state_->acquire(std::nullopt, failure)) assign(error, failure);
-    } catch (std::system_error const& e) {
-        error = e.code();
-    } catch (...) {
-        error = std::make_error_code(std::errc::not_enough_memory);
-    }
+    into_error_code(
+        error, [&](detail::failure& failure) { return acquire_blocking(*state_, std::nullopt, failure); });
 }
 
 void file_lock::acquire_for(duration timeout) {
     detail::failure error;
-    if (!state_->acquire(deadline_after(timeout), error)) detail::raise(error);
+    if (!acquire_blocking(*state_, detail::deadline_after(timeout), error)) detail::raise(error);
 }
 
 void file_lock::acquire_for(duration timeout, std::error_code& error) noexcept {
-    try {
-        detail::failure failure;
-        error = {};
-        if (!state_->acquire(deadline_after(timeout), failure)) assign(error, failure);
-    } catch (std::system_error const& e) {
-        error = e.code();
-    } catch (...) {
-        error = std::make_error_code(std::errc::not_enough_memory);
-    }
+    into_error_code(error, [&](detail::failure& failure) {
+        return acquire_blocking(*state_, detail::deadline_after(timeout), failure);
+    });
 }
 
 bool file_lock::try_acquire_for(duration timeout) {
     detail::failure error;
-    if (state_->acquire(deadline_after(timeout), error)) return true;
+    if (acquire_blocking(*state_, detail::deadline_after(timeout), error)) return true;
     if (error.code == errc::timeout) return false;
     detail::raise(error);
 }
@@ -366,15 +408,7 @@ void file_lock::release() {
 }
 
 void file_lock::release(std::error_code& error) noexcept {
-    try {
-        detail::failure failure;
-        error = {};
-        if (!state_->release(failure)) assign(error, failure);
-    } catch (std::system_error const& e) {
-        error = e.code();
-    } catch (...) {
-        error = std::make_error_code(std::errc::not_enough_memory);
-    }
+    into_error_code(error, [&](detail::failure& failure) { return state_->release(failure); });
 }
 
 bool file_lock::locked() const {
@@ -385,23 +419,16 @@ bool file_lock::locked() const {
 }
 
 bool file_lock::locked(std::error_code& error) const noexcept {
-    try {
-        error = {};
+    bool result = false;
+    into_error_code(error, [&](detail::failure& failure) {
         detail::observation seen;
-        detail::failure failure;
-        if (!detail::observe(state_->lock_file, seen, failure)) {
-            error = failure.code;
-            return false;
-        }
-        if (seen.what == detail::observation::kind::absent) return false;
-        if (seen.what == detail::observation::kind::invalid) return true;
-        return detail::judge(seen.record) != detail::verdict::stale;
-    } catch (std::system_error const& e) {
-        error = e.code();
-    } catch (...) {
-        error = std::make_error_code(std::errc::not_enough_memory);
-    }
-    return false;
+        if (!detail::observe(state_->lock_file, seen, failure)) return false;
+        result = seen.what == detail::observation::kind::invalid ||
+                 (seen.what == detail::observation::kind::held &&
+                  detail::judge(seen.record) != detail::verdict::stale);
+        return true;
+    });
+    return result;
 }
 
 bool file_lock::owns_lock() const noexcept {
@@ -432,6 +459,16 @@ std::optional<file_lock::duration> file_lock::timeout() const noexcept {
 }
 options const& file_lock::settings() const noexcept {
     return state_->settings;
+}
+
+void file_lock::set_executor(boost::asio::any_io_executor executor) {
+    std::lock_guard guard{state_->mutex};
+    state_->executor = std::move(executor);
+}
+
+boost::asio::any_io_executor file_lock::get_executor() const {
+    std::lock_guard guard{state_->mutex};
+    return state_->executor;
 }
 
 } // namespace openlock

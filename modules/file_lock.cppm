@@ -1,6 +1,13 @@
 // :file_lock — the lock object: Python openlock's and flufl.lock's vocabulary with C++ conventions
 // (TimedLockable, so std::unique_lock and std::scoped_lock work).
 module;
+#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/deferred.hpp>
+#include <boost/asio/system_executor.hpp>
+#include <boost/system/error_code.hpp>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -60,6 +67,30 @@ public:
         acquire_for(to_duration(timeout), error);
     }
 
+    /// Asynchronous acquire on Asio's universal model; completes with an error_code: none when acquired,
+    /// asio::error::timed_out after the object's timeout(), asio::error::operation_aborted when cancelled
+    /// (terminal, partial and total cancellation all apply; the lock is then not held), or the failure's
+    /// code. Never completes inline. Runs on the token's associated executor, else on get_executor(), else on
+    /// the system executor. Default token: asio::deferred, so `co_await lock.async_acquire();` works in an
+    /// asio::awaitable coroutine.
+    template <
+        boost::asio::completion_token_for<void(boost::system::error_code)> Token = boost::asio::deferred_t>
+    auto async_acquire(Token&& token = {}) {
+        return boost::asio::async_initiate<Token, void(boost::system::error_code)>(async_initiation{this},
+                                                                                   token, timeout());
+    }
+    /// The same, waiting at most `timeout`.
+    template <
+        class Rep, class Period,
+        boost::asio::completion_token_for<void(boost::system::error_code)> Token = boost::asio::deferred_t>
+    auto async_acquire(std::chrono::duration<Rep, Period> timeout, Token&& token = {}) {
+        return boost::asio::async_initiate<Token, void(boost::system::error_code)>(
+            async_initiation{this}, token, std::optional<duration>{to_duration(timeout)});
+    }
+    /// The executor asynchronous operations use when their token has none (empty by default).
+    void set_executor(boost::asio::any_io_executor executor);
+    [[nodiscard]] boost::asio::any_io_executor get_executor() const;
+
     /// One attempt: true when this object now holds the lock, false when another holder has it.
     [[nodiscard]] bool try_acquire();
     [[nodiscard]] bool try_acquire(std::error_code& error) noexcept;
@@ -112,8 +143,26 @@ private:
     void acquire_for(duration timeout, std::error_code& error) noexcept;
     bool try_acquire_for(duration timeout);
 
-    struct state;
-    std::unique_ptr<state> state_;
+    struct async_initiation {
+        file_lock* self;
+        template <class Handler>
+        void operator()(Handler&& handler, std::optional<duration> timeout) const {
+            boost::asio::any_io_executor executor = boost::asio::get_associated_executor(
+                handler, self->get_executor() ? self->get_executor()
+                                              : boost::asio::any_io_executor{boost::asio::system_executor{}});
+            self->start_async_acquire(std::move(executor), timeout,
+                                      boost::asio::any_completion_handler<void(boost::system::error_code)>{
+                                          std::forward<Handler>(handler)});
+        }
+    };
+    void start_async_acquire(boost::asio::any_io_executor executor, std::optional<duration> timeout,
+                             boost::asio::any_completion_handler<void(boost::system::error_code)> handler);
+
+public:
+    struct state; ///< internal (modules/lock_state.cppm)
+
+private:
+    std::shared_ptr<state> state_; // shared with pending asynchronous operations
 };
 
 } // namespace openlock

@@ -2,6 +2,7 @@ module;
 #include <chrono>
 #include <filesystem>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <vector>
 
@@ -55,10 +56,21 @@ bool left_by_dead_process(fs::path const& file) {
     return parsed.status == record_status::ok && judge(parsed.record) == verdict::stale;
 }
 
+bool is_nonce(std::string_view text) {
+    return text.size() == 32 && text.find_first_not_of("0123456789abcdef") == std::string_view::npos;
+}
+
+bool is_real_directory(fs::path const& path) {
+    sys::file_content content;
+    return !sys::read_file(path, 0, content) &&
+           content.kind == sys::entry_kind::directory; // lstat: no symlink
+}
+
 // Removes a guard-like directory whose single owner file was written by a dead process; exact removals only.
 bool remove_dead_owner_directory(fs::path const& directory) {
     std::vector<std::string> names;
-    if (sys::list_directory(directory, names) || names.size() != 1) return false;
+    if (!is_real_directory(directory)) return false;
+    if (sys::list_directory(directory, names) || names.size() != 1 || !is_nonce(names.front())) return false;
     auto const owner_file = directory / names.front();
     if (!left_by_dead_process(owner_file)) return false;
     sys::remove_file(owner_file);
@@ -73,12 +85,14 @@ void sweep_leftovers(fs::path const& lock_file, options const& settings) {
     auto const guard_prefix = lock_name + ".takeover.";
     std::vector<std::string> names;
     if (sys::list_directory(directory_of(lock_file), names)) return;
+    // Only names this library makes (prefix + a 32-hex-digit nonce) are candidates; contents decide.
     for (auto const& name : names) {
         auto const path = lock_file.parent_path() / name;
         bool removed = false;
-        if (name.starts_with(claim_prefix)) {
+        if (name.starts_with(claim_prefix) && is_nonce(std::string_view{name}.substr(claim_prefix.size()))) {
             removed = left_by_dead_process(path) && !sys::remove_file(path);
-        } else if (name.starts_with(guard_prefix)) {
+        } else if (name.starts_with(guard_prefix) &&
+                   is_nonce(std::string_view{name}.substr(guard_prefix.size()))) {
             removed = remove_dead_owner_directory(path);
         }
         if (removed)
@@ -117,7 +131,10 @@ public:
                 return outcome::held;
             }
             unstage();
-            if (!is(code, std::errc::directory_not_empty) && !is(code, std::errc::file_exists)) {
+            // sshfs answers EPERM where POSIX says ENOTEMPTY: a guard directory standing there means "taken".
+            bool const taken = is(code, std::errc::directory_not_empty) || is(code, std::errc::file_exists) ||
+                               (is(code, std::errc::operation_not_permitted) && is_real_directory(guard_));
+            if (!taken) {
                 error = {code, guard_, "cannot take the takeover guard"};
                 return outcome::failed;
             }
@@ -310,9 +327,23 @@ claim_method resolve_method(fs::path const& lock_file, claim_method requested) {
 }
 
 bool release_claim(fs::path const& lock_file, claim const& held, failure& error) {
-    sys::file_identity now_there;
-    auto const code = sys::identify(lock_file, now_there);
-    bool const ours = !code && now_there == held.identity;
+    // A pinned nameless file keeps its inode: identity is proof. Elsewhere inode numbers may differ per name
+    // (sshfs) or be reused after a break, so the content decides: only our acquisition wrote our nonce.
+    std::error_code code;
+    bool ours = false;
+    if (held.pin) {
+        sys::file_identity now_there;
+        code = sys::identify(lock_file, now_there);
+        ours = !code && now_there == held.identity;
+    } else {
+        observation now;
+        failure unreadable;
+        if (!observe(lock_file, now, unreadable))
+            code = unreadable.code;
+        else if (now.what == observation::kind::absent)
+            code = std::make_error_code(std::errc::no_such_file_or_directory);
+        ours = !code && now.what == observation::kind::held && now.record.nonce == held.nonce;
+    }
     if (ours) {
         if (auto const removal = sys::remove_file(lock_file)) {
             error = {removal, lock_file, "cannot remove the lock file"};
@@ -353,8 +384,9 @@ takeover_report remove_observed(fs::path const& lock_file, observation const& ob
         report_back.result = takeover_result::failed;
         return report_back;
     }
-    bool const same =
-        now.what == observed.what && now.identity == observed.identity && now.bytes == observed.bytes;
+    // The bytes hold the holder's nonce, unique to one acquisition: equal bytes are the same lock file.
+    // (Inode numbers are not compared: some file systems give a name a new one on every lookup.)
+    bool const same = now.what == observed.what && now.bytes == observed.bytes;
     bool const removable =
         force || (now.what == observation::kind::held && judge(now.record) == verdict::stale);
     report_back.result = takeover_result::changed;

@@ -46,7 +46,9 @@ std::optional<std::chrono::system_clock::time_point> parse_time(std::string_view
     auto const dot = text.find('.');
     std::int64_t seconds = 0;
     std::int64_t nanoseconds = 0;
-    if (!parse_decimal(text.substr(0, dot), seconds) || seconds > 1'000'000'000'000) return std::nullopt;
+    // system_clock counts nanoseconds in 64 bits on common platforms: beyond ~2262 it cannot hold the time.
+    constexpr std::int64_t latest = 9'223'372'035;
+    if (!parse_decimal(text.substr(0, dot), seconds) || seconds > latest) return std::nullopt;
     if (dot != std::string_view::npos) {
         auto const fraction = text.substr(dot + 1);
         if (fraction.size() != 9 || !parse_decimal(fraction, nanoseconds)) return std::nullopt;

@@ -1,6 +1,7 @@
 // :sys — the OS seam, declared once. platform/<os>/ implements it; CMake picks the folder. Nothing here is
 // exported to users. Every call reports the OS's own error code untouched.
 module;
+#include <boost/asio/awaitable.hpp>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -30,6 +31,7 @@ struct process_identity {
     std::string boot_id;
     std::string pid_namespace;
     std::optional<std::uint64_t> start_time;
+    bool proc_is_ours = true; ///< /proc shows our pid namespace (else nothing is judged from it)
 };
 
 /// This process; cached, and recomputed in a child after fork().
@@ -121,6 +123,9 @@ public:
     void watch_holder(std::int64_t pid);
     /// Sleeps until an event or the timeout; true when an event woke it.
     bool wait_for(std::chrono::nanoseconds timeout);
+    /// The same without blocking a thread, on the coroutine's executor; cancellation ends it with an
+    /// exception.
+    boost::asio::awaitable<bool> async_wait_for(std::chrono::nanoseconds timeout);
     /// True when directory events are delivered (a local file system, a watch could be set up).
     [[nodiscard]] bool watches_directory() const noexcept;
 

@@ -8,10 +8,20 @@
 //   original.
 // - Start times are shown shifted by the reader's time namespace (unshare -T); they are normalised with
 //   /proc/self/timens_offsets so that processes in different time namespaces agree.
+// - The name is the basename of /proc/PID/exe (without " (deleted)" after an upgrade): unlike comm, a process
+//   cannot change it by renaming a thread, so a live holder never stops matching its own record. When another
+//   user's exe link cannot be read, pid + start time + boot + namespace already identify the process.
+// - /proc may belong to another pid namespace (unshare --pid without a new /proc): then /proc/self is not us,
+// and
+//   nothing is judged from /proc at all (only kill()'s ESRCH), so unrelated processes are never mistaken for
+//   holders.
 // - kill(pid, 0) answers ESRCH only for a pid that is provably free. A pid that exists but whose /proc entry
 // cannot
 //   be read (hidepid=2, another user's /proc) is "unknown", never "gone": we do not break what we cannot see.
-// - A zombie holds nothing: it can never release, so it counts as gone before its parent reaps it.
+// - A zombie holds nothing: it can never release, so it counts as gone before its parent reaps it. A
+// thread-group
+//   leader that called pthread_exit() also shows state Z while its other threads run: num_threads tells them
+//   apart.
 module;
 #include <cerrno>
 #include <csignal>
@@ -42,8 +52,8 @@ std::string read_small_file(char const* path) {
 }
 
 struct stat_fields {
-    std::string name;
     char state = '?';
+    long threads = 0;
     std::optional<std::uint64_t> start_ticks;
 };
 
@@ -56,11 +66,11 @@ std::optional<stat_fields> read_stat(std::int64_t pid) {
     auto const close = text.rfind(')');
     if (open == std::string::npos || close == std::string::npos || close < open) return std::nullopt;
     stat_fields fields;
-    fields.name = text.substr(open + 1, close - open - 1);
     std::istringstream rest{text.substr(close + 1)};
     std::string field;
     for (int index = 3; rest >> field; ++index) {
         if (index == 3) fields.state = field.empty() ? '?' : field[0];
+        if (index == 20) fields.threads = std::stol(field);
         if (index == 22) {
             fields.start_ticks = std::stoull(field);
             break;
@@ -92,6 +102,28 @@ std::optional<std::uint64_t> normalised_start(std::optional<std::uint64_t> shown
     return static_cast<std::uint64_t>(static_cast<std::int64_t>(*shown) - boottime_offset_ticks());
 }
 
+// The basename of the process's executable; empty when it cannot be read (another user's process, a kernel
+// thread).
+std::string executable_name(std::int64_t pid) {
+    char target[4096];
+    auto const link = "/proc/" + std::to_string(pid) + "/exe";
+    auto const length = ::readlink(link.c_str(), target, sizeof target - 1);
+    if (length <= 0) return {};
+    std::string_view path{target, static_cast<std::size_t>(length)};
+    constexpr std::string_view deleted = " (deleted)";
+    if (path.ends_with(deleted)) path.remove_suffix(deleted.size());
+    auto const slash = path.rfind('/');
+    return std::string{slash == std::string_view::npos ? path : path.substr(slash + 1)};
+}
+
+// True when /proc shows this process's own pid namespace (so /proc/PID means our PID).
+bool proc_is_ours() {
+    char target[32] = {};
+    auto const length = ::readlink("/proc/self", target, sizeof target - 1);
+    return length > 0 &&
+           std::string_view{target, static_cast<std::size_t>(length)} == std::to_string(::getpid());
+}
+
 std::string pid_namespace_id() {
     char target[64] = {};
     auto const length = ::readlink("/proc/self/ns/pid", target, sizeof target - 1);
@@ -110,10 +142,11 @@ process_identity compute_identity() {
     if (::uname(&names) == 0) identity.host = names.nodename;
     identity.boot_id = read_small_file("/proc/sys/kernel/random/boot_id");
     identity.pid_namespace = pid_namespace_id();
-    if (auto const fields = read_stat(identity.pid)) {
-        identity.name = fields->name;
+    identity.proc_is_ours = proc_is_ours();
+    if (!identity.proc_is_ours) return identity;
+    identity.name = executable_name(identity.pid);
+    if (auto const fields = read_stat(identity.pid))
         identity.start_time = normalised_start(fields->start_ticks);
-    }
     return identity;
 }
 
@@ -136,16 +169,18 @@ process_state local_process_state(std::int64_t pid, std::optional<std::uint64_t>
     if (pid <= 0 || pid > INT32_MAX) return process_state::gone; // no such pid can exist here
     auto const native = gsl::narrow<pid_t>(pid);
     if (::kill(native, 0) != 0 && errno == ESRCH) return process_state::gone;
+    if (!current_process().proc_is_ours) return process_state::unknown;
     auto const fields = read_stat(pid);
     if (!fields) {
         // It existed a moment ago; gone now, or hidden from us. Ask once more which.
         if (::kill(native, 0) != 0 && errno == ESRCH) return process_state::gone;
         return process_state::unknown;
     }
-    if (fields->state == 'Z' || fields->state == 'X') return process_state::gone;
+    if ((fields->state == 'Z' || fields->state == 'X') && fields->threads <= 1) return process_state::gone;
     if (start_time && fields->start_ticks && normalised_start(fields->start_ticks) != start_time)
         return process_state::gone;
-    if (fields->name != name) return process_state::gone;
+    auto const running = executable_name(pid);
+    if (!running.empty() && !name.empty() && running != name) return process_state::gone;
     return process_state::alive;
 }
 

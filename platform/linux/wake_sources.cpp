@@ -9,18 +9,28 @@
 // removed, no pidfd_open before Linux 5.3).
 module;
 #include <array>
+#include <boost/asio/deferred.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/system/system_error.hpp>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <gsl/gsl>
 #include <memory>
 #include <poll.h>
 #include <string>
 #include <string_view>
+#include <sys/eventfd.h>
 #include <sys/inotify.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <variant>
 
 module openlock;
 import :sys;
@@ -70,6 +80,12 @@ bool is_network_file_system(std::filesystem::path const& directory) {
 struct wake_sources::impl {
     int inotify = -1;
     int holder = -1;
+    int never = -1;     ///< an eventfd nobody writes (asynchronous waits only)
+    int never_dup = -1; ///< the same, for the second stand-in (epoll registers a descriptor once)
+    int never_too() {
+        if (never_dup < 0) never_dup = ::dup(never);
+        return never_dup;
+    }
     std::int64_t holder_pid = 0;
     std::string lock_name;
     std::string guard_name;
@@ -77,6 +93,8 @@ struct wake_sources::impl {
     ~impl() {
         close_if_open(inotify);
         close_if_open(holder);
+        close_if_open(never);
+        close_if_open(never_dup);
     }
 
     // Drains the queue; true when an event concerns the lock or its guard (or the watch itself).
@@ -156,6 +174,58 @@ bool wake_sources::wait_for(std::chrono::nanoseconds timeout) {
                 return true;
             }
             if (impl_->relevant_events()) return true;
+        }
+    }
+}
+
+boost::asio::awaitable<bool> wake_sources::async_wait_for(std::chrono::nanoseconds timeout) {
+    namespace asio = boost::asio;
+    using asio::experimental::make_parallel_group;
+    using asio::experimental::wait_for_one;
+    auto const executor = co_await asio::this_coro::executor;
+    asio::steady_timer timer{executor, timeout};
+    // Borrowed descriptors: released, not closed, when the wait ends. A missing source is stood in for by an
+    // eventfd that nobody writes, so that the group always waits on the same three kinds of operation.
+    if (impl_->never < 0) impl_->never = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (impl_->never < 0)
+        throw boost::system::system_error{errno, boost::system::system_category(), "eventfd"};
+    asio::posix::stream_descriptor directory{executor};
+    asio::posix::stream_descriptor holder{executor};
+    auto const give_back = gsl::finally([&] {
+        if (directory.is_open()) directory.release();
+        if (holder.is_open()) holder.release();
+    });
+    for (;;) {
+        if (!directory.is_open()) directory.assign(impl_->inotify >= 0 ? impl_->inotify : impl_->never);
+        if (!holder.is_open()) holder.assign(impl_->holder >= 0 ? impl_->holder : impl_->never_too());
+        // A parallel group forwards every cancellation type (terminal, partial, total) to the waits
+        // themselves.
+        auto const [order, timer_error, directory_error, holder_error] =
+            co_await make_parallel_group(
+                timer.async_wait(asio::deferred),
+                directory.async_wait(asio::posix::stream_descriptor::wait_read, asio::deferred),
+                holder.async_wait(asio::posix::stream_descriptor::wait_read, asio::deferred))
+                .async_wait(wait_for_one(), asio::use_awaitable);
+        (void)timer_error;
+        (void)directory_error;
+        (void)holder_error;
+        auto const state = co_await asio::this_coro::cancellation_state;
+        if (state.cancelled() != asio::cancellation_type::none)
+            throw boost::system::system_error{asio::error::operation_aborted};
+        switch (order[0]) {
+        case 0:
+            co_return false;
+        case 2:
+            if (impl_->holder < 0) break; // the stand-in cannot fire; defensive
+            holder.release();
+            close_if_open(impl_->holder); // it exited: judge the lock again
+            impl_->holder_pid = 0;
+            co_return true;
+        default:
+            if (impl_->inotify < 0) break;
+            directory.release();
+            if (impl_->relevant_events()) co_return true;
+            break; // only other names changed: keep waiting until the same deadline
         }
     }
 }

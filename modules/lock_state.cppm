@@ -1,0 +1,143 @@
+// :lock_state — what one file_lock object keeps, and the protocol loop as a step machine that the blocking
+// (file_lock.cpp) and the asynchronous (async.cpp) paths both drive. Internal: nothing here is exported.
+module;
+#include <boost/asio/any_io_executor.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+module openlock:lock_state;
+import :errors;
+import :file_lock;
+import :options;
+import :protocol;
+import :sys;
+
+namespace openlock::detail {
+
+using clock = std::chrono::steady_clock;
+using deadline = std::optional<clock::time_point>;
+
+/// now + timeout, or none when that does not fit (waits that long are forever).
+deadline deadline_after(std::chrono::nanoseconds timeout);
+bool expired(deadline const& until);
+/// min(pause, time left), never negative.
+std::chrono::nanoseconds limited(std::chrono::nanoseconds pause, deadline const& until);
+
+/// Jittered exponential backoff from about a millisecond up to retry_period.
+class backoff {
+public:
+    explicit backoff(std::chrono::nanoseconds longest);
+    std::chrono::nanoseconds next();
+    void restart();
+
+private:
+    std::chrono::nanoseconds longest_;
+    std::chrono::nanoseconds next_;
+    std::minstd_rand random_;
+};
+
+/// Locks this process holds, released by an atexit handler at normal exit.
+class held_locks {
+public:
+    static held_locks& instance();
+    std::uint64_t add(std::filesystem::path const& lock_file, claim const& held);
+    void remove(std::uint64_t id);
+
+private:
+    void release_all();
+    struct entry {
+        std::filesystem::path lock_file;
+        claim held;
+    };
+    std::mutex mutex_;
+    std::vector<std::pair<std::uint64_t, entry>> entries_;
+    std::uint64_t last_id_ = 0;
+};
+
+/// The in-process gate of one lock path: every file_lock object of this process on that path passes it, so
+/// that only one of them at a time acquires or holds the file (threads wait here, not on the file system).
+struct path_gate {
+    std::mutex mutex;
+    std::condition_variable opened;
+    std::vector<std::function<void()>> async_waiters; ///< each called once when the gate opens
+    bool busy = false;
+    std::thread::id holder_thread; ///< empty for an asynchronous holder
+    void const* holder_object = nullptr;
+    std::int64_t owner_pid = 0; ///< a gate copied into a child by fork() is not the child's
+};
+
+/// The gate of a lock path (spelled as an absolute, lexically normal path), shared while any object uses it.
+std::shared_ptr<path_gate> gate_for(std::filesystem::path const& lock_file);
+
+} // namespace openlock::detail
+
+namespace openlock {
+
+struct file_lock::state {
+    std::filesystem::path lock_file;
+    std::optional<duration> timeout;
+    options settings;
+    boost::asio::any_io_executor executor;
+
+    std::shared_ptr<detail::path_gate> gate;
+    std::mutex mutex;       ///< guards what follows
+    bool abandoned = false; ///< the file_lock is being destroyed: pending asynchronous acquires give up
+    std::optional<detail::claim> held;
+    std::uint64_t registration = 0;
+    claim_method method = claim_method::automatic; ///< resolved at the first acquire
+
+    bool owned_here() const;
+    /// Blocks until the path's gate is free (already_locked if this thread holds it; timeout at the
+    /// deadline).
+    bool enter_gate(detail::deadline const& until, detail::failure& error);
+    /// Takes the gate if it is free; otherwise registers `wake` to be called once when it opens.
+    bool try_enter_gate(std::function<void()> wake);
+    void leave_gate();
+    /// Records a successful claim.
+    void hold(detail::claim const& claimed);
+    bool release(detail::failure& error);
+};
+
+namespace detail {
+
+/// One acquire call's way through the protocol loop of docs/protocol.md: claim; if taken, judge the holder;
+/// take over a stale lock under the guard; otherwise wait (for an event, or a pause) and look again.
+class acquisition {
+public:
+    acquisition(file_lock::state& lock, deadline until);
+
+    enum class next { acquired, failed, wait };
+    /// One look; on wait, pause() says for how long, and wake() what may end the wait early.
+    next step(failure& error);
+    [[nodiscard]] std::chrono::nanoseconds pause() const { return pause_; }
+    /// False when the pause must be slept in full (re-reading an unreadable file, tries apart).
+    [[nodiscard]] bool events_may_end_pause() const { return events_may_end_pause_; }
+    [[nodiscard]] sys::wake_sources& wake() { return wake_; }
+
+private:
+    next wait(std::chrono::nanoseconds pause, bool events_may_end_it = true);
+
+    file_lock::state& lock_;
+    deadline until_;
+    sys::wake_sources wake_;
+    backoff backoff_;
+    int unreadable_reads_ = 0;
+    std::optional<clock::time_point> guard_busy_since_;
+    bool slow_reported_ = false;
+    std::string holder_;
+    std::chrono::nanoseconds pause_{};
+    bool events_may_end_pause_ = true;
+};
+
+} // namespace detail
+} // namespace openlock
