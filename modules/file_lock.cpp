@@ -91,7 +91,7 @@ void held_locks::release_all() {
 acquisition::acquisition(file_lock::state& lock, deadline until)
     : lock_(lock)
     , until_(until)
-    , wake_(lock.lock_file) // before the first look: no release after it goes unnoticed
+    , wake_(lock.lock_file, guard_path(lock.lock_file)) // before the first look: no release goes unnoticed
     , backoff_(lock.settings.retry_period) {
     if (lock_.method == claim_method::automatic)
         lock_.method = resolve_method(lock_.lock_file, lock_.settings.method);

@@ -1,6 +1,8 @@
 module;
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -15,10 +17,24 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// The stem of helper names: the lock's file name, or for a name too long to take the longest suffix
+// (".takeover." + 32-hex nonce, 42 bytes) within NAME_MAX, a prefix of it plus a hash of all of it.
+std::string helper_stem(fs::path const& lock_file) {
+    constexpr std::size_t longest_plain = 255 - 42;
+    auto const name = lock_file.filename().string();
+    if (name.size() <= longest_plain) return name;
+    std::uint64_t hash = 14695981039346656037ull; // FNV-1a
+    for (unsigned char const c : name)
+        hash = (hash ^ c) * 1099511628211ull;
+    static constexpr char digits[] = "0123456789abcdef";
+    std::string tail(17, '~');
+    for (int i = 16; i >= 1; --i, hash >>= 4)
+        tail[static_cast<std::size_t>(i)] = digits[hash & 0xf];
+    return name.substr(0, longest_plain - tail.size()) + tail;
+}
+
 fs::path sibling(fs::path const& lock_file, std::string const& suffix) {
-    auto name = lock_file.filename();
-    name += suffix;
-    return lock_file.parent_path() / name;
+    return lock_file.parent_path() / (helper_stem(lock_file) + suffix);
 }
 
 fs::path directory_of(fs::path const& lock_file) {
@@ -80,9 +96,9 @@ bool remove_dead_owner_directory(fs::path const& directory) {
 
 // Under the guard: claim files and half-made guard directories of dead processes next to this lock.
 void sweep_leftovers(fs::path const& lock_file, options const& settings) {
-    auto const lock_name = lock_file.filename().string();
-    auto const claim_prefix = lock_name + ".claim.";
-    auto const guard_prefix = lock_name + ".takeover.";
+    auto const stem = helper_stem(lock_file);
+    auto const claim_prefix = stem + ".claim.";
+    auto const guard_prefix = stem + ".takeover.";
     std::vector<std::string> names;
     if (sys::list_directory(directory_of(lock_file), names)) return;
     // Only names this library makes (prefix + a 32-hex-digit nonce) are candidates; contents decide.

@@ -114,7 +114,7 @@ bool is_network_file_system(std::filesystem::path const& directory);
 class wake_sources {
 public:
     /// Starts watching before the caller's first look, so that no change after that look is missed.
-    explicit wake_sources(std::filesystem::path const& lock_file);
+    wake_sources(std::filesystem::path const& lock_file, std::filesystem::path const& guard);
     wake_sources(wake_sources const&) = delete;
     wake_sources& operator=(wake_sources const&) = delete;
     ~wake_sources();

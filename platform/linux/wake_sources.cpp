@@ -122,11 +122,12 @@ struct wake_sources::impl {
     }
 };
 
-wake_sources::wake_sources(std::filesystem::path const& lock_file) : impl_(std::make_unique<impl>()) {
+wake_sources::wake_sources(std::filesystem::path const& lock_file, std::filesystem::path const& guard)
+    : impl_(std::make_unique<impl>()) {
     auto directory = lock_file.parent_path();
     if (directory.empty()) directory = ".";
     impl_->lock_name = lock_file.filename().string();
-    impl_->guard_name = impl_->lock_name + ".takeover";
+    impl_->guard_name = guard.filename().string();
     if (is_network_file_system(directory)) return;
     impl_->inotify = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (impl_->inotify >= 0 && ::inotify_add_watch(impl_->inotify, directory.c_str(), watched_events) < 0)
