@@ -1,7 +1,9 @@
 module;
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -195,6 +197,22 @@ private:
     bool held_ = false;
 };
 
+std::mutex orphans_mutex;
+std::vector<std::string>& orphans() {
+    static auto* const nonces = new std::vector<std::string>;
+    return *nonces;
+}
+
+void remember_orphan(std::string const& nonce) {
+    std::lock_guard guard{orphans_mutex};
+    orphans().push_back(nonce);
+}
+
+bool is_orphaned(std::string const& nonce) {
+    std::lock_guard guard{orphans_mutex};
+    return std::find(orphans().begin(), orphans().end(), nonce) != orphans().end();
+}
+
 } // namespace
 
 fs::path guard_path(fs::path const& lock_file) {
@@ -228,6 +246,7 @@ verdict judge(lock_record const& record) {
     auto const me = sys::current_process();
     if (record.host != me.host || record.boot_id != me.boot_id || record.pid_namespace != me.pid_namespace)
         return verdict::unknown;
+    if (record.pid == me.pid && is_orphaned(record.nonce)) return verdict::stale; // ours, and nobody holds it
     switch (sys::local_process_state(record.pid, record.start_time, record.name)) {
     case sys::process_state::alive:
         return verdict::live;
@@ -323,6 +342,9 @@ claim_result try_claim(fs::path const& lock_file, claim_method method, claim& ou
         return claim_result::acquired;
     if (!out.claim_file.empty()) sys::remove_file(out.claim_file);
     out.pin.reset();
+    // The link may have succeeded although neither its answer nor a re-read says so: should our record show
+    // up later, it is an orphan of ours that the next look removes (judge() calls it stale), not a holder.
+    if (!is(code, std::errc::file_exists) || !readable) remember_orphan(out.nonce);
     if (is(code, std::errc::file_exists)) {
         if (!readable) {
             error = unreadable;
