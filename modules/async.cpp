@@ -16,6 +16,7 @@ module;
 #include <boost/system/error_code.hpp>
 #include <boost/system/system_error.hpp>
 #include <chrono>
+#include <cstdint>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -37,16 +38,38 @@ asio::awaitable<bool> cancelled() {
     co_return state.cancelled() != asio::cancellation_type::none;
 }
 
-// Waits for the object's in-process gate without blocking the thread: the gate's leave wakes us through a
+// A registration on the gate, withdrawn on every way out of the wait (nothing may call into our executor
+// later).
+class gate_ticket {
+public:
+    explicit gate_ticket(file_lock::state& lock) : lock_(lock) {}
+    gate_ticket(gate_ticket const&) = delete;
+    gate_ticket& operator=(gate_ticket const&) = delete;
+    ~gate_ticket() {
+        if (number != 0 && !entered_) lock_.forget_gate_waiter(number);
+    }
+    void entered() { entered_ = true; }
+    std::uint64_t number = 0;
+
+private:
+    file_lock::state& lock_;
+    bool entered_ = false;
+};
+
+// Waits for the path's in-process gate without blocking the thread: leaving the gate wakes us through a
 // timer.
 asio::awaitable<error_code> enter_gate(std::shared_ptr<file_lock::state> lock, detail::deadline until) {
     auto const executor = co_await asio::this_coro::executor;
+    gate_ticket ticket{*lock};
     for (;;) {
         auto timer = std::make_shared<asio::steady_timer>(
             executor, until.value_or(asio::steady_timer::time_point::max()));
         if (lock->abandoned) co_return asio::error::operation_aborted;
-        if (lock->try_enter_gate([timer, executor] { asio::post(executor, [timer] { timer->cancel(); }); }))
+        auto wake = [timer, executor] { asio::post(executor, [timer] { timer->cancel(); }); };
+        if (lock->try_enter_gate(std::move(wake), ticket.number)) {
+            ticket.entered();
             co_return error_code{};
+        }
         error_code ignored;
         co_await timer->async_wait(asio::redirect_error(asio::use_awaitable, ignored));
         if (co_await cancelled() || lock->abandoned) co_return asio::error::operation_aborted;

@@ -135,13 +135,21 @@ acquisition::next acquisition::step(failure& error) {
         if (seen.what == observation::kind::absent) continue; // released in between: claim again
         if (seen.what == observation::kind::invalid) {
             // Only bytes can be mid-write (exclusive_create); a symlink or directory never becomes a record.
+            // tries counts looks at one unchanged file: each new holder's file (exclusive_create shows each
+            // one empty for a moment) starts the count again.
+            if (seen.identity != unreadable_identity_ || seen.changed != unreadable_changed_ ||
+                seen.bytes != unreadable_bytes_)
+                unreadable_reads_ = 0;
+            unreadable_identity_ = seen.identity;
+            unreadable_changed_ = seen.changed;
+            unreadable_bytes_ = seen.bytes;
             if (!seen.content_problem || ++unreadable_reads_ >= settings.tries) {
                 error = {errc::invalid_lock_file, lock_file, seen.problem};
                 return next::failed;
             }
             holder_ = "an unreadable lock file (" + seen.problem + ")";
             error = {errc::timeout, lock_file, holder_};
-            return wait(settings.retry_period, false);
+            return wait(settings.retry_period); // the writer closing its file is an event that ends the pause
         }
         unreadable_reads_ = 0;
         holder_ = describe_holder(seen.record);
@@ -239,15 +247,31 @@ bool file_lock::state::enter_gate(detail::deadline const& until, detail::failure
     return true;
 }
 
-bool file_lock::state::try_enter_gate(std::function<void()> wake) {
+bool file_lock::state::try_enter_gate(std::function<void()> wake, std::uint64_t& ticket) {
     std::lock_guard guard{gate->mutex};
     detail::forget_parent(*gate);
     if (!gate->busy) {
         detail::occupy(*gate, {}, this);
         return true;
     }
-    gate->async_waiters.push_back(std::move(wake));
+    ticket = ++gate->last_ticket;
+    gate->async_waiters.emplace_back(ticket, std::move(wake));
     return false;
+}
+
+void file_lock::state::forget_gate_waiter(std::uint64_t ticket) {
+    std::function<void()> next;
+    {
+        std::lock_guard guard{gate->mutex};
+        auto const removed = std::erase_if(gate->async_waiters,
+                                           [ticket](auto const& waiter) { return waiter.first == ticket; });
+        // Not registered any more: we were woken and give up without entering. Pass the wake-up on.
+        if (removed == 0 && !gate->busy && !gate->async_waiters.empty()) {
+            next = std::move(gate->async_waiters.front().second);
+            gate->async_waiters.erase(gate->async_waiters.begin());
+        }
+    }
+    if (next) next();
 }
 
 void file_lock::state::leave_gate() {
@@ -255,17 +279,19 @@ void file_lock::state::leave_gate() {
         std::lock_guard guard{mutex};
         held.reset();
     }
-    std::vector<std::function<void()>> waiting;
+    std::function<void()> next;
     {
         std::lock_guard guard{gate->mutex};
         gate->busy = false;
         gate->holder_thread = {};
         gate->holder_object = nullptr;
-        waiting.swap(gate->async_waiters);
+        if (!gate->async_waiters.empty()) { // wake one, first come first served; see forget_gate_waiter
+            next = std::move(gate->async_waiters.front().second);
+            gate->async_waiters.erase(gate->async_waiters.begin());
+        }
     }
     gate->opened.notify_one();
-    for (auto& wake : waiting)
-        wake(); // each asynchronous waiter tries again; the losers queue up anew
+    if (next) next();
 }
 
 void file_lock::state::hold(detail::claim const& claimed) {
@@ -344,7 +370,7 @@ file_lock::file_lock(std::filesystem::path lock_file, std::optional<duration> ti
 }
 
 file_lock::~file_lock() {
-    std::vector<std::function<void()>> waiting;
+    std::vector<std::pair<std::uint64_t, std::function<void()>>> waiting;
     {
         std::lock_guard guard{state_->mutex};
         state_->abandoned = true;
@@ -353,7 +379,7 @@ file_lock::~file_lock() {
         std::lock_guard guard{state_->gate->mutex};
         waiting.swap(state_->gate->async_waiters); // our pending asynchronous acquires notice `abandoned`
     }
-    for (auto& wake : waiting)
+    for (auto& [ticket, wake] : waiting)
         wake();
     std::error_code ignored;
     if (owns_lock()) release(ignored);

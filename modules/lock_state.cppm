@@ -69,7 +69,8 @@ private:
 struct path_gate {
     std::mutex mutex;
     std::condition_variable opened;
-    std::vector<std::function<void()>> async_waiters; ///< each called once when the gate opens
+    std::vector<std::pair<std::uint64_t, std::function<void()>>> async_waiters; ///< called once when it opens
+    std::uint64_t last_ticket = 0;
     bool busy = false;
     std::thread::id holder_thread; ///< empty for an asynchronous holder
     void const* holder_object = nullptr;
@@ -100,8 +101,11 @@ struct file_lock::state {
     /// Blocks until the path's gate is free (already_locked if this thread holds it; timeout at the
     /// deadline).
     bool enter_gate(detail::deadline const& until, detail::failure& error);
-    /// Takes the gate if it is free; otherwise registers `wake` to be called once when it opens.
-    bool try_enter_gate(std::function<void()> wake);
+    /// Takes the gate if it is free; otherwise registers `wake` to be called once when it opens, under
+    /// `ticket`.
+    bool try_enter_gate(std::function<void()> wake, std::uint64_t& ticket);
+    /// Withdraws a registration (a waiter that gives up must, so that nothing calls into its executor later).
+    void forget_gate_waiter(std::uint64_t ticket);
     void leave_gate();
     /// Records a successful claim.
     void hold(detail::claim const& claimed);
@@ -132,6 +136,9 @@ private:
     sys::wake_sources wake_;
     backoff backoff_;
     int unreadable_reads_ = 0;
+    sys::file_identity unreadable_identity_;
+    std::int64_t unreadable_changed_ = 0;
+    std::string unreadable_bytes_;
     std::optional<clock::time_point> guard_busy_since_;
     bool slow_reported_ = false;
     std::string holder_;

@@ -266,6 +266,7 @@ bool observe(fs::path const& lock_file, observation& out, failure& error) {
         return false;
     }
     out.identity = content.identity;
+    out.changed = content.changed;
     if (content.kind == sys::entry_kind::absent) return true;
     if (content.kind != sys::entry_kind::regular) {
         out.what = observation::kind::invalid;

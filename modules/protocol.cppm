@@ -42,6 +42,7 @@ struct observation {
     lock_record record;  ///< when held
     std::string problem; ///< when invalid
     sys::file_identity identity;
+    std::int64_t changed = 0; ///< status change time (ns)
     std::string bytes;
 };
 bool observe(std::filesystem::path const& lock_file, observation& out, failure& error);

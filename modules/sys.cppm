@@ -81,6 +81,8 @@ enum class entry_kind { absent, regular, symlink, directory, other };
 struct file_content {
     entry_kind kind = entry_kind::absent;
     file_identity identity;
+    std::int64_t changed =
+        0;             ///< status change time in ns: tells a new file from an old one with a reused inode
     std::string bytes; ///< at most limit + 1 bytes of a regular file
 };
 

@@ -145,6 +145,7 @@ std::error_code read_file(std::filesystem::path const& path, std::size_t limit, 
     if (::fstat(fd.get(), &opened) != 0) return last_error();
     out.kind = kind_of(opened.st_mode);
     out.identity = identity_of(opened);
+    out.changed = static_cast<std::int64_t>(opened.st_ctim.tv_sec) * 1'000'000'000 + opened.st_ctim.tv_nsec;
     if (out.kind != entry_kind::regular) return {};
 
     out.bytes.resize(limit + 1);
