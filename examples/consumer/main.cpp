@@ -13,7 +13,8 @@ int main(int argc, char** argv) {
     {
         std::unique_lock guard{lock};
         auto const holder = lock.owner();
-        std::printf("consumer holds %s: %s\n", path.c_str(), holder ? openlock::describe_holder(*holder).c_str() : "?");
+        std::printf("consumer holds %s: %s\n", path.c_str(),
+                    holder ? openlock::describe_holder(*holder).c_str() : "?");
     }
     std::printf("released: %s\n", lock.locked() ? "no" : "yes");
     return lock.locked() ? 1 : 0;
