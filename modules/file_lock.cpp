@@ -149,7 +149,9 @@ acquisition::next acquisition::step(failure& error) {
             }
             holder_ = "an unreadable lock file (" + seen.problem + ")";
             error = {errc::timeout, lock_file, holder_};
-            return wait(settings.retry_period); // the writer closing its file is an event that ends the pause
+            // Looks at a half-written file are retry_period apart in real time (no event may shorten the pause:
+            // a queued event of an earlier holder would make two looks at one file a microsecond apart).
+            return wait(settings.retry_period, false);
         }
         unreadable_reads_ = 0;
         holder_ = describe_holder(seen.record);
