@@ -149,8 +149,9 @@ acquisition::next acquisition::step(failure& error) {
             }
             holder_ = "an unreadable lock file (" + seen.problem + ")";
             error = {errc::timeout, lock_file, holder_};
-            // Looks at a half-written file are retry_period apart in real time (no event may shorten the pause:
-            // a queued event of an earlier holder would make two looks at one file a microsecond apart).
+            // Looks at a half-written file are retry_period apart in real time (no event may shorten the
+            // pause: a queued event of an earlier holder would make two looks at one file a microsecond
+            // apart).
             return wait(settings.retry_period, false);
         }
         unreadable_reads_ = 0;
