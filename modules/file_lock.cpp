@@ -44,11 +44,13 @@ constexpr std::chrono::nanoseconds first_pause = std::chrono::milliseconds{1};
 }
 
 backoff::backoff(std::chrono::nanoseconds longest)
-    : longest_(longest), next_(std::min(first_pause, longest)), random_(std::random_device{}()) {}
+    : longest_(longest), next_(std::min(first_pause, longest)) {}
 
 std::chrono::nanoseconds backoff::next() {
+    // One engine per thread, seeded once: std::random_device costs more than a whole uncontended acquire.
+    thread_local std::minstd_rand random{std::random_device{}()};
     std::uniform_real_distribution<double> jitter{0.5, 1.0};
-    auto const pause = std::chrono::duration_cast<std::chrono::nanoseconds>(next_ * jitter(random_));
+    auto const pause = std::chrono::duration_cast<std::chrono::nanoseconds>(next_ * jitter(random));
     next_ = std::min(next_ * 2, longest_);
     return pause;
 }
@@ -89,12 +91,10 @@ void held_locks::release_all() {
 }
 
 acquisition::acquisition(file_lock::state& lock, deadline until)
-    : lock_(lock)
-    , until_(until)
-    , wake_(lock.lock_file, guard_path(lock.lock_file)) // before the first look: no release goes unnoticed
-    , backoff_(lock.settings.retry_period) {
+    : lock_(lock), until_(until), backoff_(lock.settings.retry_period) {
+    if (!lock_.local) lock_.local = is_local(lock_.lock_file); // one statfs per object, not per acquire
     if (lock_.method == claim_method::automatic)
-        lock_.method = resolve_method(lock_.lock_file, lock_.settings.method);
+        lock_.method = resolve_method(lock_.settings.method, *lock_.local);
 }
 
 acquisition::next acquisition::wait(std::chrono::nanoseconds pause, bool events_may_end_it) {
@@ -110,7 +110,7 @@ acquisition::next acquisition::step(failure& error) {
     for (;;) {
         claim attempt;
         observation seen;
-        switch (try_claim(lock_file, lock_.method, attempt, seen, error)) {
+        switch (try_claim(lock_file, lock_.method, *lock_.local, attempt, seen, error)) {
         case claim_result::acquired:
             lock_.hold(attempt);
             return next::acquired;
@@ -133,6 +133,19 @@ acquisition::next acquisition::step(failure& error) {
         }
 
         if (seen.what == observation::kind::absent) continue; // released in between: claim again
+        if (!armed_) {
+            // First contention: start watching (or forget what was queued before) and look once more, so
+            // that every change after that look wakes the wait that may follow.
+            auto& gate = *lock_.gate;
+            if (!gate.wake || gate.wake_pid != sys::current_pid()) {
+                gate.wake = std::make_unique<sys::wake_sources>(lock_file, guard_path(lock_file));
+                gate.wake_pid = sys::current_pid();
+            } else {
+                gate.wake->drain();
+            }
+            armed_ = true;
+            continue;
+        }
         if (seen.what == observation::kind::invalid) {
             // Only bytes can be mid-write (exclusive_create); a symlink or directory never becomes a record.
             // tries counts looks at one unchanged file: each new holder's file (exclusive_create shows each
@@ -157,7 +170,7 @@ acquisition::next acquisition::step(failure& error) {
         unreadable_reads_ = 0;
         holder_ = describe_holder(seen.record);
         auto const judged = judge(seen.record);
-        if (judged == verdict::live) wake_.watch_holder(seen.record.pid);
+        if (judged == verdict::live) wake().watch_holder(seen.record.pid);
         if (judged == verdict::stale) {
             auto const takeover = remove_observed(lock_file, seen, false, settings, error);
             if (takeover.result == takeover_result::failed) return next::failed;
@@ -184,7 +197,7 @@ acquisition::next acquisition::step(failure& error) {
         error = {errc::timeout, lock_file, holder_};
         // Where directory events arrive, they (and the holder's exit) end the wait: the pause is a safety
         // net.
-        return wait(wake_.watches_directory() ? settings.retry_period : backoff_.next());
+        return wait(wake().watches_directory() ? settings.retry_period : backoff_.next());
     }
 }
 

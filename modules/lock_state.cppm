@@ -43,7 +43,6 @@ public:
 private:
     std::chrono::nanoseconds longest_;
     std::chrono::nanoseconds next_;
-    std::minstd_rand random_;
 };
 
 /// Locks this process holds, released by an atexit handler at normal exit.
@@ -75,6 +74,10 @@ struct path_gate {
     std::thread::id holder_thread; ///< empty for an asynchronous holder
     void const* holder_object = nullptr;
     std::int64_t owner_pid = 0; ///< a gate copied into a child by fork() is not the child's
+    /// Made at the first contention on this path and kept (only the gate's holder uses it): an uncontended
+    /// acquire never pays for a directory watch, and a watch is not made and torn down per acquire.
+    std::unique_ptr<sys::wake_sources> wake;
+    std::int64_t wake_pid = 0; ///< after fork() the child makes its own (a shared inotify queue loses events)
 };
 
 /// The gate of a lock path (spelled as an absolute, lexically normal path), shared while any object uses it.
@@ -96,6 +99,7 @@ struct file_lock::state {
     std::optional<detail::claim> held;
     std::uint64_t registration = 0;
     claim_method method = claim_method::automatic; ///< resolved at the first acquire
+    std::optional<bool> local; ///< the directory is on a local file system (first acquire)
 
     bool owned_here() const;
     /// Blocks until the path's gate is free (already_locked if this thread holds it; timeout at the
@@ -126,14 +130,14 @@ public:
     [[nodiscard]] std::chrono::nanoseconds pause() const { return pause_; }
     /// False when the pause must be slept in full (re-reading an unreadable file, tries apart).
     [[nodiscard]] bool events_may_end_pause() const { return events_may_end_pause_; }
-    [[nodiscard]] sys::wake_sources& wake() { return wake_; }
+    [[nodiscard]] sys::wake_sources& wake() { return *lock_.gate->wake; }
 
 private:
     next wait(std::chrono::nanoseconds pause, bool events_may_end_it = true);
 
     file_lock::state& lock_;
     deadline until_;
-    sys::wake_sources wake_;
+    bool armed_ = false; ///< the path's wake sources are set up and drained for this acquire
     backoff backoff_;
     int unreadable_reads_ = 0;
     sys::file_identity unreadable_identity_;

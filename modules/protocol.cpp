@@ -301,9 +301,12 @@ lock_record make_record(std::string nonce) {
     return record;
 }
 
-claim_result try_claim(fs::path const& lock_file, claim_method method, claim& out, observation& seen,
-                       failure& error) {
+claim_result try_claim(fs::path const& lock_file, claim_method method, bool local, claim& out,
+                       observation& seen, failure& error) {
     out = {};
+    // A kept nameless descriptor or a kept claim name pins the inode: on a local file system the lock file
+    // having that inode proves it is ours. FUSE and network file systems may number inodes per name (sshfs).
+    out.identity_is_proof = local && method != claim_method::exclusive_create;
     out.nonce = sys::random_nonce();
     out.owner_pid = sys::current_pid();
     auto const text = serialize_record(make_record(out.nonce));
@@ -359,10 +362,13 @@ claim_result try_claim(fs::path const& lock_file, claim_method method, claim& ou
     return claim_result::failed;
 }
 
-claim_method resolve_method(fs::path const& lock_file, claim_method requested) {
+claim_method resolve_method(claim_method requested, bool local) {
     if (requested != claim_method::automatic) return requested;
-    return sys::is_network_file_system(directory_of(lock_file)) ? claim_method::hard_link
-                                                                : claim_method::anonymous_link;
+    return local ? claim_method::anonymous_link : claim_method::hard_link;
+}
+
+bool is_local(fs::path const& lock_file) {
+    return !sys::is_network_file_system(directory_of(lock_file));
 }
 
 bool release_claim(fs::path const& lock_file, claim const& held, failure& error) {
@@ -370,7 +376,7 @@ bool release_claim(fs::path const& lock_file, claim const& held, failure& error)
     // (sshfs) or be reused after a break, so the content decides: only our acquisition wrote our nonce.
     std::error_code code;
     bool ours = false;
-    if (held.pin) {
+    if (held.identity_is_proof) {
         sys::file_identity now_there;
         code = sys::identify(lock_file, now_there);
         ours = !code && now_there == held.identity;

@@ -54,17 +54,21 @@ struct claim {
     std::filesystem::path claim_file; ///< kept while held with hard_link (pins the inode); empty otherwise
     sys::pinned_file pin;             ///< kept while held with anonymous_link (pins the inode)
     sys::file_identity identity;
+    bool identity_is_proof = false; ///< the inode is pinned on a file system with stable inode numbers
 };
 
-/// The method a lock on this path uses when asked for `automatic`.
-claim_method resolve_method(std::filesystem::path const& lock_file, claim_method requested);
+/// The method a lock uses when asked for `automatic`.
+claim_method resolve_method(claim_method requested, bool local);
+/// True when the lock's directory is on a local file system (not NFS, SMB, FUSE, ...).
+bool is_local(std::filesystem::path const& lock_file);
 
 /// This process's record for a new acquisition.
 lock_record make_record(std::string nonce);
 
 enum class claim_result { acquired, taken, no_hard_links, no_anonymous_files, failed };
 /// One attempt to make the lock file appear with our record; when taken, `seen` is what holds it.
-claim_result try_claim(std::filesystem::path const& lock_file, claim_method method, claim& out,
+/// `local`: the directory is on a local file system (stable inode numbers; see is_local).
+claim_result try_claim(std::filesystem::path const& lock_file, claim_method method, bool local, claim& out,
                        observation& seen, failure& error);
 
 /// Removes the lock file if it is still the one this claim made; not_locked when it is not.

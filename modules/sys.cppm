@@ -115,12 +115,14 @@ bool is_network_file_system(std::filesystem::path const& directory);
 /// in its directory, and the exit of a holder on this host. Where events are unavailable it simply sleeps.
 class wake_sources {
 public:
-    /// Starts watching before the caller's first look, so that no change after that look is missed.
+    /// Starts watching; a change after this point is queued until drained or waited for.
     wake_sources(std::filesystem::path const& lock_file, std::filesystem::path const& guard);
     wake_sources(wake_sources const&) = delete;
     wake_sources& operator=(wake_sources const&) = delete;
     ~wake_sources();
 
+    /// Forgets queued events (call before the look that a following wait depends on).
+    void drain();
     /// Also wake when this local process exits (replacing any earlier holder).
     void watch_holder(std::int64_t pid);
     /// Sleeps until an event or the timeout; true when an event woke it.

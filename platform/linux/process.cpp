@@ -23,6 +23,7 @@
 //   leader that called pthread_exit() also shows state Z while its other threads run: num_threads tells them
 //   apart.
 module;
+#include <atomic>
 #include <cerrno>
 #include <csignal>
 #include <cstdint>
@@ -30,6 +31,7 @@ module;
 #include <gsl/gsl>
 #include <mutex>
 #include <optional>
+#include <pthread.h>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -160,7 +162,7 @@ process_identity current_process() {
     static std::mutex cache_mutex;
     static std::optional<process_identity> cache;
     std::lock_guard guard{cache_mutex};
-    if (!cache || cache->pid != ::getpid()) cache = compute_identity();
+    if (!cache || cache->pid != current_pid()) cache = compute_identity();
     return *cache;
 }
 

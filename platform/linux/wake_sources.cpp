@@ -151,6 +151,10 @@ bool wake_sources::watches_directory() const noexcept {
     return impl_->inotify >= 0;
 }
 
+void wake_sources::drain() {
+    if (impl_->inotify >= 0) impl_->relevant_events();
+}
+
 bool wake_sources::wait_for(std::chrono::nanoseconds timeout) {
     using clock = std::chrono::steady_clock;
     auto const until = clock::now() + timeout;
