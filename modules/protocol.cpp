@@ -304,16 +304,16 @@ lock_record make_record(std::string nonce) {
 claim_result try_claim(fs::path const& lock_file, claim_method method, bool local, claim& out,
                        observation& seen, failure& error) {
     out = {};
-    // A kept nameless descriptor or a kept claim name pins the inode: on a local file system the lock file
-    // having that inode proves it is ours. FUSE and network file systems may number inodes per name (sshfs).
-    out.identity_is_proof = local && method != claim_method::exclusive_create;
+    // A kept descriptor or a kept claim name pins the inode: on a local file system the lock file having that
+    // inode proves it is ours. FUSE and network file systems may number inodes per name (sshfs).
+    out.identity_is_proof = local;
     out.nonce = sys::random_nonce();
     out.owner_pid = sys::current_pid();
     auto const text = serialize_record(make_record(out.nonce));
 
     std::error_code code;
     if (method == claim_method::exclusive_create) {
-        code = sys::create_exclusive(lock_file, text, out.identity);
+        code = sys::create_exclusive_pinned(lock_file, text, out.identity, out.pin);
         if (!code) return claim_result::acquired;
     } else if (method == claim_method::anonymous_link) {
         if (auto const creation =

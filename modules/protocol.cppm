@@ -52,7 +52,7 @@ struct claim {
     std::string nonce;
     std::int64_t owner_pid = 0;
     std::filesystem::path claim_file; ///< kept while held with hard_link (pins the inode); empty otherwise
-    sys::pinned_file pin;             ///< kept while held with anonymous_link (pins the inode)
+    sys::pinned_file pin;             ///< kept while held (anonymous_link, exclusive_create): pins the inode
     sys::file_identity identity;
     bool identity_is_proof = false; ///< the inode is pinned on a file system with stable inode numbers
 };

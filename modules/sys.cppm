@@ -66,6 +66,10 @@ using pinned_file = std::shared_ptr<void>;
 std::error_code create_anonymous(std::filesystem::path const& directory, std::string_view content,
                                  file_identity& created, pinned_file& handle);
 
+/// create_exclusive that keeps the new file open in `handle` (pinning its inode while the lock is held).
+std::error_code create_exclusive_pinned(std::filesystem::path const& path, std::string_view content,
+                                        file_identity& created, pinned_file& handle);
+
 /// Gives a nameless file its name atomically; fails with file_exists when new_path exists as anything.
 std::error_code link_anonymous(pinned_file const& handle, std::filesystem::path const& new_path);
 

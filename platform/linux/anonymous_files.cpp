@@ -72,6 +72,34 @@ std::error_code create_anonymous(std::filesystem::path const& directory, std::st
     return {};
 }
 
+std::error_code create_exclusive_pinned(std::filesystem::path const& path, std::string_view content,
+                                        file_identity& created, pinned_file& handle) {
+    int fd = -1;
+    do
+        fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0644);
+    while (fd < 0 && errno == EINTR);
+    if (fd < 0) return last_error();
+    auto file = std::make_shared<open_file>(fd);
+    auto const fail = [&] {
+        auto const error = last_error();
+        ::unlink(path.c_str()); // ours, and incomplete
+        return error;
+    };
+    while (!content.empty()) {
+        auto const written = ::write(fd, content.data(), content.size());
+        if (written < 0) {
+            if (errno == EINTR) continue;
+            return fail();
+        }
+        content.remove_prefix(static_cast<std::size_t>(written));
+    }
+    struct stat status{};
+    if (::fstat(fd, &status) != 0) return fail();
+    created = {static_cast<std::uint64_t>(status.st_dev), static_cast<std::uint64_t>(status.st_ino)};
+    handle = std::move(file);
+    return {};
+}
+
 std::error_code link_anonymous(pinned_file const& handle, std::filesystem::path const& new_path) {
     auto const* file = static_cast<open_file const*>(handle.get());
     char source[48];

@@ -154,8 +154,26 @@ process_identity compute_identity() {
 
 } // namespace
 
+// getpid() is a real system call (glibc stopped caching it), and a costly one on paravirtualised machines:
+// the pid is cached and refreshed in the child by an atfork handler (fork() runs it; a raw clone() would
+// not).
+namespace {
+std::atomic<pid_t> cached_pid{0};
+}
+
 std::int64_t current_pid() noexcept {
-    return ::getpid();
+    auto pid = cached_pid.load(std::memory_order_relaxed);
+    if (pid == 0) {
+        static bool const registered = [] {
+            ::pthread_atfork(nullptr, nullptr,
+                             [] { cached_pid.store(::getpid(), std::memory_order_relaxed); });
+            return true;
+        }();
+        (void)registered;
+        pid = ::getpid();
+        cached_pid.store(pid, std::memory_order_relaxed);
+    }
+    return pid;
 }
 
 process_identity current_process() {
