@@ -1,0 +1,418 @@
+// Bad input at the lock path: every case gets a typed error, never hangs, and deletes or overwrites nothing.
+#include "support/support.hpp"
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <chrono>
+#include <climits>
+#include <cstring>
+#include <fcntl.h>
+#include <filesystem>
+#include <future>
+#include <initializer_list>
+#include <optional>
+#include <string>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <system_error>
+#include <unistd.h>
+#include <vector>
+
+import openlock;
+
+using namespace std::chrono_literals;
+
+namespace {
+
+namespace fs = std::filesystem;
+using steady = std::chrono::steady_clock;
+
+constexpr std::array every_method{openlock::claim_method::automatic, openlock::claim_method::hard_link,
+                                  openlock::claim_method::anonymous_link,
+                                  openlock::claim_method::exclusive_create};
+
+openlock::options quick(int tries, std::chrono::nanoseconds retry_period,
+                        openlock::claim_method method = openlock::claim_method::automatic) {
+    openlock::options settings;
+    settings.tries = tries;
+    settings.retry_period = retry_period;
+    settings.method = method;
+    return settings;
+}
+
+template <class Operation>
+std::chrono::milliseconds time_of(Operation&& operation) {
+    auto const started = steady::now();
+    operation();
+    return std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - started);
+}
+
+// Everything in a directory tree, without following symlinks: names, kinds, file bytes and symlink targets.
+std::vector<std::string> snapshot(fs::path const& directory) {
+    std::vector<std::string> entries;
+    for (auto const& entry : fs::recursive_directory_iterator{directory}) {
+        auto const name = fs::relative(entry.path(), directory).string();
+        auto const status = entry.symlink_status();
+        if (fs::is_symlink(status))
+            entries.push_back(name + " -> " + fs::read_symlink(entry.path()).string());
+        else if (fs::is_regular_file(status))
+            entries.push_back(name + " = " + test::read_file(entry.path()));
+        else if (fs::is_directory(status))
+            entries.push_back(name + "/");
+        else
+            entries.push_back(name + " (special)");
+    }
+    std::ranges::sort(entries);
+    return entries;
+}
+
+// A lock file whose bytes are not a record: invalid_lock_file after `tries` reads, retry_period apart;
+// try_acquire says busy or invalid at once; nothing is changed.
+void check_unreadable_content(std::string const& bytes) {
+    for (auto const method : every_method) {
+        CAPTURE(static_cast<int>(method));
+        test::scratch_dir dir;
+        auto const path = dir / "bad.lock";
+        test::write_file(path, bytes);
+        auto const before = snapshot(dir.path());
+
+        constexpr int tries = 3;
+        constexpr auto retry_period = 20ms;
+        openlock::file_lock lock{path, std::nullopt, quick(tries, retry_period, method)};
+        auto const took = time_of([&] {
+            try {
+                lock.acquire(2s);
+                FAIL_CHECK("expected openlock::invalid_lock_file");
+            } catch (openlock::invalid_lock_file const& e) {
+                CHECK(e.code() == openlock::errc::invalid_lock_file);
+                CHECK(e.path() == path);
+            }
+        });
+        CHECK(took >= (tries - 1) * retry_period); // re-read tries times, retry_period apart: never at once
+        CHECK(took < 1500ms);                      // and never up to the timeout
+        CHECK(snapshot(dir.path()) == before);
+
+        auto const tried = time_of([&] {
+            try {
+                CHECK_FALSE(lock.try_acquire());
+            } catch (openlock::invalid_lock_file const&) {
+            }
+        });
+        CHECK(tried < 1500ms);
+        CHECK_FALSE(lock.owns_lock());
+        CHECK(lock.locked()); // counts as held
+        CHECK(openlock::inspect(path).state == openlock::lock_state::invalid);
+        CHECK(snapshot(dir.path()) == before);
+
+        // With a single try the answer is immediate even with a long retry period.
+        openlock::file_lock once{path, std::nullopt, quick(1, 10s, method)};
+        CHECK(time_of([&] { CHECK_THROWS_AS(once.acquire(5s), openlock::invalid_lock_file); }) < 2s);
+        CHECK(time_of([&] { CHECK_THROWS_AS((void)once.try_acquire(), openlock::invalid_lock_file); }) < 2s);
+        CHECK(snapshot(dir.path()) == before);
+    }
+}
+
+// A lock path that is not a regular file: invalid_lock_file at once from every call, whatever the retry
+// period; never followed, never removed, even by a forced break.
+void check_wrong_type(test::scratch_dir const& dir, fs::path const& path) {
+    auto const before = snapshot(dir.path());
+    for (auto const method : every_method) {
+        CAPTURE(static_cast<int>(method));
+        openlock::file_lock lock{path, std::nullopt, quick(2, 10s, method)};
+        auto const took = time_of([&] {
+            try {
+                lock.acquire(5s);
+                FAIL_CHECK("expected openlock::invalid_lock_file");
+            } catch (openlock::invalid_lock_file const& e) {
+                CHECK(e.code() == openlock::errc::invalid_lock_file);
+                CHECK(e.path() == path);
+            }
+            CHECK_THROWS_AS((void)lock.try_acquire(), openlock::invalid_lock_file);
+            std::error_code error;
+            CHECK_FALSE(lock.try_acquire(error));
+            CHECK(error == openlock::errc::invalid_lock_file);
+        });
+        CHECK(took < 2s);
+        CHECK_FALSE(lock.owns_lock());
+        CHECK(lock.locked());
+        CHECK_FALSE(lock.owner().has_value());
+        CHECK(snapshot(dir.path()) == before);
+    }
+    auto const status = openlock::inspect(path);
+    CHECK(status.state == openlock::lock_state::invalid);
+    CHECK_FALSE(status.problem.empty());
+    CHECK(openlock::break_lock(path, false) == openlock::break_result::refused);
+    CHECK(openlock::break_lock(path, true) == openlock::break_result::refused);
+    CHECK(snapshot(dir.path()) == before);
+}
+
+// The record of a lock held by this process, as a file somewhere else (what a symlink might point at).
+std::string a_real_record(fs::path const& directory) {
+    auto const probe = directory / "probe.lock";
+    openlock::file_lock lock{probe};
+    lock.acquire();
+    auto const bytes = test::read_file(probe);
+    lock.release();
+    return bytes;
+}
+
+// Expects lock_error with exactly this OS error from acquire and try_acquire, with nothing created.
+void check_os_error(fs::path const& path, std::errc expected, openlock::claim_method method) {
+    CAPTURE(static_cast<int>(method));
+    openlock::file_lock lock{path, std::nullopt, quick(2, 20ms, method)};
+    try {
+        lock.acquire(2s);
+        FAIL_CHECK("expected openlock::lock_error");
+    } catch (openlock::lock_error const& e) {
+        CHECK(e.code() == expected);
+        CHECK(e.code().category() == std::system_category());
+    }
+    CHECK_THROWS_AS((void)lock.try_acquire(), openlock::lock_error);
+    std::error_code error;
+    CHECK_FALSE(lock.try_acquire(error));
+    CHECK(error == expected);
+    CHECK_FALSE(lock.owns_lock());
+}
+
+// Mounts a read-only tmpfs on a directory for the test's duration.
+class read_only_mount {
+public:
+    explicit read_only_mount(fs::path directory) : directory_(std::move(directory)) {
+        if (::mount("none", directory_.c_str(), "tmpfs", MS_RDONLY, nullptr) == 0)
+            mounted_ = true;
+        else
+            error_ = errno;
+    }
+    read_only_mount(read_only_mount const&) = delete;
+    read_only_mount& operator=(read_only_mount const&) = delete;
+    ~read_only_mount() {
+        if (mounted_ && ::umount2(directory_.c_str(), 0) != 0) ::umount2(directory_.c_str(), MNT_DETACH);
+    }
+    [[nodiscard]] bool mounted() const { return mounted_; }
+    [[nodiscard]] int error() const { return error_; }
+
+private:
+    fs::path directory_;
+    bool mounted_ = false;
+    int error_ = 0;
+};
+
+} // namespace
+
+TEST_CASE("bad input: an empty lock file is invalid_lock_file after the retries") {
+    check_unreadable_content("");
+}
+
+TEST_CASE("bad input: a truncated record without its final newline is invalid_lock_file") {
+    check_unreadable_content("12345\nsomeone\nversion=1\nhost=h\nboot_id=b\npid_ns=1\nnonce=0123");
+}
+
+TEST_CASE("bad input: garbage text is invalid_lock_file") {
+    check_unreadable_content("this is not a lock file\nat all = really\n");
+}
+
+TEST_CASE("bad input: binary bytes with NULs are invalid_lock_file") {
+    std::string const bytes{"12\0\x01\xff\xfe\n\0name\n\x7f", 13};
+    REQUIRE(bytes.size() == 13);
+    check_unreadable_content(bytes);
+}
+
+TEST_CASE("bad input: a 1 MiB lock file is invalid_lock_file and is not read to its end") {
+    std::string bytes = "123\nsomeone\n";
+    bytes.resize(std::size_t{1} << 20, 'x');
+    check_unreadable_content(bytes);
+}
+
+TEST_CASE("bad input: a symlink to a regular file is never followed or removed") {
+    test::scratch_dir dir;
+    auto const target = dir / "target";
+    test::write_file(target, a_real_record(dir.path())); // even a valid record behind it is not read
+    fs::remove(dir / "probe.lock");
+    fs::create_symlink(target, dir / "link.lock");
+    check_wrong_type(dir, dir / "link.lock");
+}
+
+TEST_CASE("bad input: a symlink to a directory is never followed and nothing is created in it") {
+    test::scratch_dir dir;
+    fs::create_directory(dir / "target");
+    fs::create_symlink(dir / "target", dir / "link.lock");
+    check_wrong_type(dir, dir / "link.lock");
+    CHECK(fs::is_empty(dir / "target"));
+}
+
+TEST_CASE("bad input: a dangling symlink is never followed and no file appears at its target") {
+    test::scratch_dir dir;
+    fs::create_symlink(dir / "nowhere", dir / "link.lock");
+    check_wrong_type(dir, dir / "link.lock");
+    CHECK_FALSE(fs::exists(fs::symlink_status(dir / "nowhere")));
+}
+
+TEST_CASE("bad input: a directory at the lock path is invalid_lock_file and is left as it is") {
+    test::scratch_dir dir;
+    fs::create_directory(dir / "dir.lock");
+    test::write_file(dir / "dir.lock" / "inside", "kept\n");
+    check_wrong_type(dir, dir / "dir.lock");
+}
+
+TEST_CASE("bad input: a FIFO at the lock path is invalid_lock_file without blocking") {
+    test::scratch_dir dir;
+    auto const path = dir / "fifo.lock";
+    REQUIRE(::mkfifo(path.c_str(), 0644) == 0);
+    auto checked = std::async(std::launch::async, [&] { check_wrong_type(dir, path); });
+    if (checked.wait_for(10s) != std::future_status::ready) {
+        // Blocked in open(2) on the FIFO: a writer unblocks it so that the test can end.
+        int const writer = ::open(path.c_str(), O_WRONLY | O_NONBLOCK);
+        if (writer >= 0) ::close(writer);
+        FAIL_CHECK("a call blocked on the FIFO");
+    }
+    checked.get();
+    CHECK(fs::is_fifo(fs::symlink_status(path)));
+}
+
+TEST_CASE("bad input: a lock path in a missing directory is lock_error with no_such_file_or_directory") {
+    test::scratch_dir dir;
+    for (auto const method : every_method)
+        check_os_error(dir / "missing" / "x.lock", std::errc::no_such_file_or_directory, method);
+    CHECK(test::names_in(dir.path()).empty());
+}
+
+TEST_CASE("bad input: a read-only directory is lock_error with EACCES or EROFS") {
+    test::scratch_dir dir;
+    auto const locked_down = dir / "ro";
+    fs::create_directory(locked_down);
+    auto const path = locked_down / "x.lock";
+    std::errc expected = std::errc::permission_denied;
+    std::optional<read_only_mount> mount;
+    if (::geteuid() == 0) {
+        // Root ignores permission bits: only a read-only file system stops it.
+        mount.emplace(locked_down);
+        if (!mount->mounted()) {
+            REQUIRE_MESSAGE(mount->error() == EPERM, "mount failed: " << std::strerror(mount->error()));
+            MESSAGE("skipped: running as root without the right to mount a read-only tmpfs (EPERM)");
+            return;
+        }
+        expected = std::errc::read_only_file_system;
+    } else {
+        fs::permissions(locked_down, fs::perms::owner_read | fs::perms::owner_exec);
+    }
+    for (auto const method : every_method)
+        check_os_error(path, expected, method);
+    CHECK(fs::is_empty(locked_down));
+    CHECK_FALSE(openlock::inspect(path).record.has_value());
+    CHECK(openlock::break_lock(path, true) == openlock::break_result::nothing_to_break);
+    mount.reset();
+    fs::permissions(locked_down, fs::perms::owner_all);
+}
+
+TEST_CASE("bad input: a lock file name that is not UTF-8 works") {
+    test::scratch_dir dir;
+    std::string const name = "lock-\xff\xfe\x80-\xc3\x28.lock";
+    auto const path = dir / name;
+    for (auto const method : every_method) {
+        CAPTURE(static_cast<int>(method));
+        openlock::file_lock lock{path, 2s, quick(2, 20ms, method)};
+        lock.acquire();
+        CHECK(std::ranges::count(test::names_in(dir.path()), name) == 1);
+        CHECK(openlock::inspect(path).state == openlock::lock_state::ours);
+        lock.release();
+        CHECK(test::names_in(dir.path()).empty());
+    }
+}
+
+TEST_CASE("bad input: a very long lock file name within NAME_MAX works") {
+    test::scratch_dir dir;
+    auto const name_max = ::pathconf(dir.path().c_str(), _PC_NAME_MAX);
+    REQUIRE(name_max > 10);
+    std::string const name = std::string(static_cast<std::size_t>(name_max) - 5, 'n') + ".lock";
+    REQUIRE(name.size() == static_cast<std::size_t>(name_max));
+    auto const path = dir / name;
+    openlock::file_lock lock{path, 2s};
+    lock.acquire();
+    CHECK(test::names_in(dir.path()) == std::vector<std::string>{name});
+    CHECK(lock.owner()->pid == ::getpid());
+    lock.release();
+    CHECK(test::names_in(dir.path()).empty());
+}
+
+// Regression: helper files once appended ".claim.<32 hex>" (39 bytes) to the lock's name, so with hard_link
+// claims (the method on NFS) a valid name longer than NAME_MAX - 39 failed with ENAMETOOLONG. Long names now
+// get a shortened, hashed stem for their helper files.
+TEST_CASE("bad input: a very long lock file name within NAME_MAX works with hard_link claims") {
+    test::scratch_dir dir;
+    auto const name_max = ::pathconf(dir.path().c_str(), _PC_NAME_MAX);
+    std::string const name = std::string(static_cast<std::size_t>(name_max) - 5, 'n') + ".lock";
+    openlock::file_lock lock{dir / name, 2s, quick(2, 20ms, openlock::claim_method::hard_link)};
+    std::error_code error;
+    lock.acquire(error);
+    CHECK_MESSAGE(!error, error.message());
+    if (lock.owns_lock()) lock.release();
+    CHECK(test::names_in(dir.path()).empty());
+}
+
+// Regression: the takeover guard and its staging directory once added up to 42 bytes to the lock's name, so a
+// stale lock with a name near NAME_MAX could never be taken over (ENAMETOOLONG on every acquire).
+TEST_CASE("bad input: a stale lock with a very long file name within NAME_MAX is taken over") {
+    test::scratch_dir dir;
+    auto const name_max = ::pathconf(dir.path().c_str(), _PC_NAME_MAX);
+    std::string const name = std::string(static_cast<std::size_t>(name_max) - 5, 'n') + ".lock";
+    auto const path = dir / name;
+    // A stale record: this process's own with the pid of a reaped child.
+    auto record = openlock::parse_record(a_real_record(dir.path())).record;
+    fs::remove(dir / "probe.lock");
+    pid_t const child = ::fork();
+    if (child == 0) ::_exit(0);
+    REQUIRE(child > 0);
+    REQUIRE(::waitpid(child, nullptr, 0) == child);
+    record.pid = child;
+    test::write_file(path, openlock::serialize_record(record));
+    REQUIRE(openlock::inspect(path).state == openlock::lock_state::stale);
+
+    openlock::file_lock lock{path, 2s, quick(2, 20ms)};
+    std::error_code error;
+    lock.acquire(error);
+    CHECK_MESSAGE(!error, error.message());
+    if (lock.owns_lock()) lock.release();
+    CHECK(test::names_in(dir.path()).empty());
+}
+
+TEST_CASE("bad input: a lock file name longer than NAME_MAX is lock_error with ENAMETOOLONG") {
+    test::scratch_dir dir;
+    auto const name_max = ::pathconf(dir.path().c_str(), _PC_NAME_MAX);
+    REQUIRE(name_max > 0);
+    auto const path = dir / std::string(static_cast<std::size_t>(name_max) + 1, 'y');
+    for (auto const method : every_method)
+        check_os_error(path, std::errc::filename_too_long, method);
+    CHECK(test::names_in(dir.path()).empty());
+}
+
+TEST_CASE("bad input: break_lock refuses symlinks and directories even with force") {
+    test::scratch_dir dir;
+    // A symlink to a file holding a stale record: removable if it were followed, so it must not be.
+    auto record = openlock::parse_record(a_real_record(dir.path())).record;
+    fs::remove(dir / "probe.lock");
+    pid_t const child = ::fork();
+    if (child == 0) ::_exit(0);
+    REQUIRE(child > 0);
+    REQUIRE(::waitpid(child, nullptr, 0) == child);
+    record.pid = child;
+    test::write_file(dir / "stale-target", openlock::serialize_record(record));
+    REQUIRE(openlock::inspect(dir / "stale-target").state == openlock::lock_state::stale);
+    fs::create_symlink(dir / "stale-target", dir / "to-stale.lock");
+    fs::create_symlink(dir / "nowhere", dir / "dangling.lock");
+    fs::create_directory(dir / "dir.lock");
+    fs::create_directory(dir / "empty-dir.lock");
+    test::write_file(dir / "dir.lock" / "inside", "kept\n");
+    auto const before = snapshot(dir.path());
+
+    for (auto const* name : {"to-stale.lock", "dangling.lock", "dir.lock", "empty-dir.lock"}) {
+        CAPTURE(name);
+        CHECK(openlock::break_lock(dir / name, false) == openlock::break_result::refused);
+        CHECK(openlock::break_lock(dir / name, true) == openlock::break_result::refused);
+        CHECK(openlock::inspect(dir / name).state == openlock::lock_state::invalid);
+    }
+    CHECK(snapshot(dir.path()) == before);
+}

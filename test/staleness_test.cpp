@@ -1,0 +1,486 @@
+// Judging a holder from its record: stale (provably gone: taken over), held (live: waited for), unknown
+// (cannot be judged here: never taken over); and the recovery of takeover guards and claim files left by dead
+// processes.
+#include "support/support.hpp"
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+import openlock;
+
+using namespace std::chrono_literals;
+
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr char const* nonce_a = "0123456789abcdef0123456789abcdef";
+constexpr char const* nonce_b = "fedcba9876543210fedcba9876543210";
+constexpr char const* nonce_c = "00112233445566778899aabbccddeeff";
+
+// Options that keep every wait short and collect diagnostics.
+struct observed_options {
+    std::vector<openlock::diagnostic> seen;
+    openlock::options settings;
+
+    observed_options() {
+        settings.retry_period = 20ms;
+        settings.on_diagnostic = [this](openlock::diagnostic const& d) { seen.push_back(d); };
+    }
+    observed_options(observed_options const&) = delete;
+    observed_options& operator=(observed_options const&) = delete;
+
+    [[nodiscard]] bool reported(openlock::diagnostic::kind what, fs::path const& path) const {
+        return std::ranges::any_of(seen, [&](auto const& d) { return d.what == what && d.path == path; });
+    }
+    [[nodiscard]] bool reported(openlock::diagnostic::kind what) const {
+        return std::ranges::any_of(seen, [&](auto const& d) { return d.what == what; });
+    }
+};
+
+// This process's own record as a real acquisition writes it: the starting point of every crafted record.
+openlock::lock_record record_of_this_process(fs::path const& directory) {
+    auto const probe = directory / "probe.lock";
+    openlock::file_lock lock{probe};
+    lock.acquire();
+    auto const parsed = openlock::parse_record(test::read_file(probe));
+    lock.release();
+    REQUIRE(parsed.status == openlock::record_status::ok);
+    REQUIRE(parsed.record.pid == ::getpid());
+    REQUIRE(parsed.record.start_time.has_value());
+    return parsed.record;
+}
+
+// A pid that names no process: a child that has exited and been reaped.
+std::int64_t pid_of_a_reaped_child() {
+    pid_t const pid = ::fork();
+    if (pid == 0) ::_exit(0);
+    REQUIRE(pid > 0);
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    return pid;
+}
+
+openlock::lock_record dead_record(fs::path const& directory, std::string nonce = nonce_a) {
+    auto record = record_of_this_process(directory);
+    record.pid = pid_of_a_reaped_child();
+    record.nonce = std::move(nonce);
+    return record;
+}
+
+std::string write_record(fs::path const& path, openlock::lock_record const& record) {
+    auto const bytes = openlock::serialize_record(record);
+    test::write_file(path, bytes);
+    return bytes;
+}
+
+// Fields 2 (comm), 3 (state) and 22 (start time in clock ticks) of /proc/PID/stat.
+struct proc_stat {
+    std::string name;
+    char state = '?';
+    std::uint64_t start_time = 0;
+};
+
+std::optional<proc_stat> read_proc_stat(pid_t pid) {
+    std::ifstream in{"/proc/" + std::to_string(pid) + "/stat"};
+    std::string text;
+    if (!std::getline(in, text)) return std::nullopt;
+    auto const open = text.find('(');
+    auto const close = text.rfind(')');
+    if (open == std::string::npos || close == std::string::npos) return std::nullopt;
+    proc_stat fields;
+    fields.name = text.substr(open + 1, close - open - 1);
+    std::istringstream rest{text.substr(close + 1)};
+    std::vector<std::string> after; // after[0] is field 3
+    for (std::string field; rest >> field;)
+        after.push_back(field);
+    if (after.size() < 20) return std::nullopt;
+    fields.state = after[0].front();
+    fields.start_time = std::stoull(after[19]);
+    return fields;
+}
+
+// The record a process would write: this process's host, boot and pid namespace with its pid, comm and start.
+openlock::lock_record record_of(fs::path const& directory, pid_t pid) {
+    auto record = record_of_this_process(directory);
+    auto const fields = read_proc_stat(pid);
+    REQUIRE(fields.has_value());
+    record.pid = pid;
+    record.name = fields->name;
+    record.start_time = fields->start_time;
+    record.nonce = nonce_b;
+    return record;
+}
+
+// A stale record is judged stale, reported as not locked, and taken over by one try; nothing is left behind.
+void check_taken_over(fs::path const& directory, openlock::lock_record const& record) {
+    auto const path = directory / "judged.lock";
+    auto const bytes = write_record(path, record);
+    auto const status = openlock::inspect(path);
+    CHECK(status.state == openlock::lock_state::stale);
+    CHECK(status.record == record);
+
+    observed_options options;
+    openlock::file_lock lock{path, std::nullopt, options.settings};
+    CHECK_FALSE(lock.locked());
+    CHECK_FALSE(lock.owner().has_value());
+    CHECK_FALSE(lock.getpid().has_value());
+    REQUIRE(lock.try_acquire());
+    CHECK(options.reported(openlock::diagnostic::kind::stale_lock_removed, path));
+    auto const now = openlock::parse_record(test::read_file(path));
+    REQUIRE(now.status == openlock::record_status::ok);
+    CHECK(now.record.pid == ::getpid());
+    CHECK(now.record.nonce != record.nonce); // the old file is gone: the lock path holds our new record
+    CHECK(test::read_file(path) != bytes);
+    lock.release();
+    CHECK(test::names_in(directory) == std::vector<std::string>{});
+}
+
+// A record that cannot be judged here counts as held: it is never taken over, never changed, never removed.
+void check_never_taken_over(fs::path const& directory, std::string const& bytes,
+                            openlock::lock_state expected = openlock::lock_state::unknown) {
+    auto const path = directory / "judged.lock";
+    test::write_file(path, bytes);
+    auto const status = openlock::inspect(path);
+    CHECK(status.state == expected);
+    CHECK(status.record.has_value());
+
+    observed_options options;
+    openlock::file_lock lock{path, std::nullopt, options.settings};
+    CHECK(lock.locked());
+    CHECK(lock.owner() == status.record);
+    CHECK_FALSE(lock.try_acquire());
+    CHECK_THROWS_AS(lock.acquire(30ms), openlock::timeout_error);
+    CHECK_FALSE(lock.owns_lock());
+    CHECK(openlock::break_lock(path, false, options.settings) == openlock::break_result::refused);
+    CHECK(options.seen.empty());
+    CHECK(test::read_file(path) == bytes);
+    CHECK(test::names_in(directory) == std::vector<std::string>{"judged.lock"});
+    fs::remove(path);
+}
+
+// A child that runs until told to exit, and is reaped only when asked (or at the end): a zombie in between.
+class gated_child {
+public:
+    gated_child() {
+        int gate[2];
+        REQUIRE(::pipe(gate) == 0);
+        pid_ = ::fork();
+        if (pid_ == 0) {
+            ::close(gate[1]);
+            char byte = 0;
+            (void)!::read(gate[0], &byte, 1); // returns when the parent closes its end
+            ::_exit(0);
+        }
+        REQUIRE(pid_ > 0);
+        ::close(gate[0]);
+        gate_ = gate[1];
+    }
+    gated_child(gated_child const&) = delete;
+    gated_child& operator=(gated_child const&) = delete;
+    ~gated_child() {
+        exit_without_reaping();
+        reap();
+    }
+    /// Lets it exit and waits until it has, without reaping it: it is a zombie afterwards.
+    void exit_without_reaping() {
+        if (gate_ < 0) return;
+        ::close(gate_);
+        gate_ = -1;
+        siginfo_t info{};
+        REQUIRE(::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOWAIT) == 0);
+    }
+    void reap() {
+        if (pid_ <= 0) return;
+        ::waitpid(pid_, nullptr, 0);
+        pid_ = -1;
+    }
+    [[nodiscard]] pid_t pid() const { return pid_; }
+
+private:
+    pid_t pid_ = -1;
+    int gate_ = -1;
+};
+
+// A child that lives until it is killed.
+class sleeper {
+public:
+    sleeper() : pid_(::fork()) {
+        if (pid_ == 0) {
+            for (;;)
+                ::pause();
+        }
+        REQUIRE(pid_ > 0);
+    }
+    sleeper(sleeper const&) = delete;
+    sleeper& operator=(sleeper const&) = delete;
+    ~sleeper() {
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, nullptr, 0);
+    }
+    [[nodiscard]] pid_t pid() const { return pid_; }
+
+private:
+    pid_t pid_;
+};
+
+} // namespace
+
+TEST_CASE("staleness: the pid of a process that does not exist is stale and taken over") {
+    test::scratch_dir dir;
+    check_taken_over(dir.path(), dead_record(dir.path()));
+}
+
+TEST_CASE("staleness: this pid with another start time is a reused pid and stale") {
+    test::scratch_dir dir;
+    auto record = record_of_this_process(dir.path());
+    record.nonce = nonce_a;
+    *record.start_time += 1;
+    check_taken_over(dir.path(), record);
+    record.start_time = *record.start_time - 2;
+    check_taken_over(dir.path(), record);
+}
+
+TEST_CASE("staleness: this pid and start time with another name is stale") {
+    test::scratch_dir dir;
+    auto record = record_of_this_process(dir.path());
+    record.nonce = nonce_a;
+    record.name = record.name == "not-this-one" ? "nor-this-one" : "not-this-one";
+    check_taken_over(dir.path(), record);
+}
+
+TEST_CASE("staleness: a live process with everything matching holds the lock") {
+    test::scratch_dir dir;
+    auto record = record_of_this_process(dir.path());
+    record.nonce = nonce_a; // this process, another acquisition
+    check_never_taken_over(dir.path(), openlock::serialize_record(record), openlock::lock_state::ours);
+
+    // Another live process of this host, as its own record would say.
+    sleeper other;
+    check_never_taken_over(dir.path(), openlock::serialize_record(record_of(dir.path(), other.pid())),
+                           openlock::lock_state::theirs);
+}
+
+TEST_CASE("staleness: another host is unknown and never taken over") {
+    test::scratch_dir dir;
+    auto record = dead_record(dir.path());
+    record.host = "another-host.example";
+    check_never_taken_over(dir.path(), openlock::serialize_record(record));
+}
+
+TEST_CASE("staleness: another boot_id is unknown and never taken over") {
+    test::scratch_dir dir;
+    auto record = dead_record(dir.path());
+    record.boot_id = "00000000-0000-0000-0000-000000000000";
+    check_never_taken_over(dir.path(), openlock::serialize_record(record));
+}
+
+TEST_CASE("staleness: another pid namespace is unknown and never taken over") {
+    test::scratch_dir dir;
+    auto record = dead_record(dir.path());
+    record.pid_namespace = "1";
+    check_never_taken_over(dir.path(), openlock::serialize_record(record));
+}
+
+TEST_CASE("staleness: a version 0 bare record is unknown and never taken over even for a dead pid") {
+    test::scratch_dir dir;
+    auto const dead = dead_record(dir.path());
+    auto const bytes = std::to_string(dead.pid) + "\n" + dead.name + "\n";
+    REQUIRE(openlock::parse_record(bytes).status == openlock::record_status::ok);
+    REQUIRE(openlock::parse_record(bytes).record.version == 0);
+    check_never_taken_over(dir.path(), bytes);
+}
+
+TEST_CASE("staleness: an unknown record version is unknown and never taken over") {
+    test::scratch_dir dir;
+    auto record = dead_record(dir.path());
+    record.version = 2;
+    auto const bytes = openlock::serialize_record(record);
+    REQUIRE(bytes.find("version=2\n") != std::string::npos);
+    REQUIRE(openlock::parse_record(bytes).status == openlock::record_status::ok);
+    check_never_taken_over(dir.path(), bytes);
+}
+
+TEST_CASE("staleness: a zombie holder is stale before it is reaped") {
+    test::scratch_dir dir;
+    gated_child child;
+    auto const record = record_of(dir.path(), child.pid());
+    auto const path = dir / "judged.lock";
+
+    // While it runs, the record names it exactly: held by another live process.
+    write_record(path, record);
+    CHECK(openlock::inspect(path).state == openlock::lock_state::theirs);
+    fs::remove(path);
+
+    child.exit_without_reaping();
+    auto const fields = read_proc_stat(child.pid());
+    REQUIRE(fields.has_value());
+    CHECK(fields->state == 'Z');
+    CHECK(fields->name == record.name);
+    CHECK(fields->start_time == record.start_time);
+    check_taken_over(dir.path(), record);
+    child.reap();
+}
+
+TEST_CASE("guard recovery: a takeover guard left by a dead process is removed when taking over") {
+    test::scratch_dir dir;
+    auto const path = dir / "guarded.lock";
+    auto const guard = dir / "guarded.lock.takeover";
+    write_record(path, dead_record(dir.path(), nonce_a));
+    fs::create_directory(guard);
+    write_record(guard / nonce_b, dead_record(dir.path(), nonce_b));
+
+    observed_options options;
+    openlock::file_lock lock{path, 2s, options.settings};
+    lock.acquire();
+    CHECK(lock.owner()->pid == ::getpid());
+    CHECK(options.reported(openlock::diagnostic::kind::leftover_removed, guard));
+    CHECK(options.reported(openlock::diagnostic::kind::stale_lock_removed, path));
+    CHECK_FALSE(fs::exists(guard));
+    lock.release();
+    CHECK(test::names_in(dir.path()).empty());
+}
+
+TEST_CASE("guard recovery: a guard held by a live process blocks the takeover of a stale lock") {
+    test::scratch_dir dir;
+    auto const path = dir / "blocked.lock";
+    auto const guard = dir / "blocked.lock.takeover";
+    auto const stale_bytes = write_record(path, dead_record(dir.path(), nonce_a));
+    auto live = record_of_this_process(dir.path());
+    live.nonce = nonce_b;
+    fs::create_directory(guard);
+    auto const guard_bytes = write_record(guard / nonce_b, live);
+
+    {
+        observed_options options;
+        options.settings.race_delay = 20ms;
+        openlock::file_lock lock{path, std::nullopt, options.settings};
+        try {
+            lock.acquire(300ms);
+            FAIL_CHECK("expected openlock::timeout_error");
+        } catch (openlock::timeout_error const& e) {
+            CHECK(e.holder().find("pid " + std::to_string(::getpid())) !=
+                  std::string::npos); // the guard's holder
+        }
+        CHECK(options.reported(openlock::diagnostic::kind::slow_system, path));
+        CHECK_FALSE(options.reported(openlock::diagnostic::kind::stale_lock_removed));
+        CHECK_FALSE(lock.try_acquire());
+        CHECK(openlock::break_lock(path, true, options.settings) == openlock::break_result::busy);
+    }
+    {
+        observed_options options;
+        options.settings.race_delay = 20ms;
+        options.settings.slow_system_exception = true;
+        openlock::file_lock lock{path, std::nullopt, options.settings};
+        try {
+            lock.acquire(2s);
+            FAIL_CHECK("expected openlock::slow_system");
+        } catch (openlock::slow_system const& e) {
+            CHECK(e.code() == openlock::errc::slow_system);
+            CHECK(e.path() == path);
+        }
+        CHECK_FALSE(lock.owns_lock());
+    }
+    // Nothing was removed while the guard was held.
+    CHECK(test::read_file(path) == stale_bytes);
+    CHECK(test::read_file(guard / nonce_b) == guard_bytes);
+    CHECK(test::names_in(dir.path()) == std::vector<std::string>{"blocked.lock", "blocked.lock.takeover"});
+
+    // Once the guard's holder lets go, the stale lock is taken over.
+    fs::remove_all(guard);
+    openlock::file_lock lock{path, 2s};
+    lock.acquire();
+    lock.release();
+    CHECK(test::names_in(dir.path()).empty());
+}
+
+TEST_CASE("guard recovery: claim files of dead processes are swept at takeover and live ones kept") {
+    test::scratch_dir dir;
+    auto const path = dir / "swept.lock";
+    write_record(path, dead_record(dir.path(), nonce_a));
+    auto const dead_claim = dir / (std::string{"swept.lock.claim."} + nonce_b);
+    write_record(dead_claim, dead_record(dir.path(), nonce_b));
+    auto live = record_of_this_process(dir.path());
+    live.nonce = nonce_c;
+    auto const live_claim = dir / (std::string{"swept.lock.claim."} + nonce_c);
+    auto const live_bytes = write_record(live_claim, live);
+    // A staging directory of a dead process's guard, left half-made.
+    auto const staging = dir / (std::string{"swept.lock.takeover."} + nonce_b);
+    fs::create_directory(staging);
+    write_record(staging / nonce_b, dead_record(dir.path(), nonce_b));
+
+    observed_options options;
+    openlock::file_lock lock{path, 2s, options.settings};
+    lock.acquire();
+    CHECK(options.reported(openlock::diagnostic::kind::leftover_removed, dead_claim));
+    CHECK(options.reported(openlock::diagnostic::kind::leftover_removed, staging));
+    CHECK_FALSE(options.reported(openlock::diagnostic::kind::leftover_removed, live_claim));
+    lock.release();
+    CHECK(test::read_file(live_claim) == live_bytes);
+    CHECK(test::names_in(dir.path()) == std::vector<std::string>{live_claim.filename().string()});
+}
+
+// A process whose main thread has exited shows state Z in /proc/PID/stat while its other threads run: it
+// is alive, and only a zombie with no other threads is gone (platform/linux/process.cpp).
+TEST_CASE("staleness: a holder whose main thread exited while another thread runs is still live") {
+    test::scratch_dir dir;
+    auto const path = dir / "threads.lock";
+    int ready[2];
+    REQUIRE(::pipe(ready) == 0);
+    pid_t const pid = ::fork();
+    if (pid == 0) {
+        ::close(ready[0]);
+        auto* lock = new openlock::file_lock{path}; // never released: the process keeps holding it
+        lock->acquire();
+        std::thread{[] {
+            for (;;)
+                ::pause();
+        }}.detach();
+        (void)!::write(ready[1], "1", 1);
+        ::syscall(SYS_exit, 0); // ends the main thread only, without unwinding the test's stack
+    }
+    REQUIRE(pid > 0);
+    ::close(ready[1]);
+    char byte = 0;
+    REQUIRE(::read(ready[0], &byte, 1) == 1);
+    ::close(ready[0]);
+    for (int i = 0; i < 200; ++i) { // until the main thread is gone (a few ms)
+        auto const fields = read_proc_stat(pid);
+        if (fields && fields->state == 'Z') break;
+        std::this_thread::sleep_for(5ms);
+    }
+    CHECK(openlock::inspect(path).state == openlock::lock_state::theirs);
+    openlock::file_lock lock{path};
+    CHECK_FALSE(lock.try_acquire());
+    if (lock.owns_lock()) lock.release();
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+}
+
+// The sweep of leftover claim files matches the exact "<stem>.claim.<32 hex>" shape, so another lock whose
+// name merely starts like a claim file is never unlinked without that lock's own guard.
+TEST_CASE("guard recovery: the sweep leaves another lock named like a claim file alone") {
+    test::scratch_dir dir;
+    auto const path = dir / "x.lock";
+    write_record(path, dead_record(dir.path(), nonce_a));
+    auto const other_lock = dir / "x.lock.claim.db";
+    auto const other_bytes = write_record(other_lock, dead_record(dir.path(), nonce_b));
+    openlock::file_lock lock{path, 2s};
+    lock.acquire();
+    lock.release();
+    CHECK(test::read_file(other_lock) == other_bytes);
+}
