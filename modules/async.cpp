@@ -11,6 +11,7 @@ module;
 #include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/system/error_code.hpp>
@@ -42,7 +43,7 @@ asio::awaitable<bool> cancelled() {
 // later).
 class gate_ticket {
 public:
-    explicit gate_ticket(file_lock::state& lock) : lock_(lock) {}
+    explicit gate_ticket(file_lock::impl& lock) : lock_(lock) {}
     gate_ticket(gate_ticket const&) = delete;
     gate_ticket& operator=(gate_ticket const&) = delete;
     ~gate_ticket() {
@@ -52,13 +53,13 @@ public:
     std::uint64_t number = 0;
 
 private:
-    file_lock::state& lock_;
+    file_lock::impl& lock_;
     bool entered_ = false;
 };
 
 // Waits for the path's in-process gate without blocking the thread: leaving the gate wakes us through a
 // timer.
-asio::awaitable<error_code> enter_gate(std::shared_ptr<file_lock::state> lock, detail::deadline until) {
+asio::awaitable<error_code> enter_gate(std::shared_ptr<file_lock::impl> lock, detail::deadline until) {
     auto const executor = co_await asio::this_coro::executor;
     gate_ticket ticket{*lock};
     for (;;) {
@@ -85,7 +86,7 @@ error_code as_asio_error(detail::failure const& failure) {
 // Leaves the object's gate on every way out of the loop (errors, cancellation, exceptions) except success.
 class gate_exit {
 public:
-    explicit gate_exit(file_lock::state& lock) : lock_(lock) {}
+    explicit gate_exit(file_lock::impl& lock) : lock_(lock) {}
     gate_exit(gate_exit const&) = delete;
     gate_exit& operator=(gate_exit const&) = delete;
     ~gate_exit() {
@@ -94,11 +95,11 @@ public:
     void acquired() { acquired_ = true; }
 
 private:
-    file_lock::state& lock_;
+    file_lock::impl& lock_;
     bool acquired_ = false;
 };
 
-asio::awaitable<error_code> acquire_async(std::shared_ptr<file_lock::state> lock, detail::deadline until) {
+asio::awaitable<error_code> acquire_async(std::shared_ptr<file_lock::impl> lock, detail::deadline until) {
     co_await asio::this_coro::reset_cancellation_state(asio::enable_total_cancellation());
     if (auto const entered = co_await enter_gate(lock, until)) co_return entered;
     gate_exit exit{*lock};
@@ -108,6 +109,13 @@ asio::awaitable<error_code> acquire_async(std::shared_ptr<file_lock::state> lock
         switch (attempt.step(failure)) {
         case detail::acquisition::next::acquired:
             exit.acquired();
+            if (lock->abandoned) {
+                // The object went away while we claimed: its destructor may have looked before we held, so
+                // release here (a second release finds nothing held and does nothing).
+                detail::failure ignored;
+                lock->release(ignored);
+                co_return asio::error::operation_aborted;
+            }
             co_return error_code{};
         case detail::acquisition::next::failed:
             co_return as_asio_error(failure);
@@ -145,8 +153,10 @@ void file_lock::start_async_acquire(asio::any_io_executor executor, std::optiona
                                     asio::any_completion_handler<void(error_code)> handler) {
     auto const slot = asio::get_associated_cancellation_slot(handler);
     auto const until = timeout ? detail::deadline_after(*timeout) : std::nullopt;
+    // A strand: a gate wake-up posted from another thread runs only after the coroutine has started the wait
+    // it ends (on a multi-threaded executor it could otherwise run first and be lost).
     asio::co_spawn(
-        std::move(executor), acquire_async(state_, until),
+        asio::make_strand(std::move(executor)), acquire_async(impl_, until),
         asio::bind_cancellation_slot(
             slot, [handler = std::move(handler)](std::exception_ptr thrown, error_code result) mutable {
                 if (thrown) result = code_of(thrown);

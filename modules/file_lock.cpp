@@ -1,5 +1,6 @@
 module;
 #include <algorithm>
+#include <atomic>
 #include <boost/asio/any_io_executor.hpp>
 #include <chrono>
 #include <condition_variable>
@@ -7,6 +8,7 @@ module;
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <gsl/gsl>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -80,7 +82,16 @@ void held_locks::remove(std::uint64_t id) {
     std::erase_if(entries_, [id](auto const& item) { return item.first == id; });
 }
 
+namespace {
+std::atomic<bool> exiting{false};
+}
+
+bool process_exiting() noexcept {
+    return exiting.load();
+}
+
 void held_locks::release_all() {
+    exiting.store(true);
     std::lock_guard guard{mutex_};
     auto const me = sys::current_pid();
     for (auto const& [id, item] : entries_) {
@@ -90,7 +101,7 @@ void held_locks::release_all() {
     entries_.clear();
 }
 
-acquisition::acquisition(file_lock::state& lock, deadline until)
+acquisition::acquisition(file_lock::impl& lock, deadline until)
     : lock_(lock), until_(until), backoff_(lock.settings.retry_period) {
     if (!lock_.local) lock_.local = is_local(lock_.lock_file); // one statfs per object, not per acquire
     if (lock_.method == claim_method::automatic)
@@ -110,7 +121,7 @@ acquisition::next acquisition::step(failure& error) {
     for (;;) {
         claim attempt;
         observation seen;
-        switch (try_claim(lock_file, lock_.method, *lock_.local, attempt, seen, error)) {
+        switch (try_claim(lock_file, lock_.method, *lock_.local, lock_.lifetime(), attempt, seen, error)) {
         case claim_result::acquired:
             lock_.hold(attempt);
             return next::acquired;
@@ -169,9 +180,9 @@ acquisition::next acquisition::step(failure& error) {
         }
         unreadable_reads_ = 0;
         holder_ = describe_holder(seen.record);
-        auto const judged = judge(seen.record);
+        auto const judged = judge(seen, settings);
         if (judged == verdict::live) wake().watch_holder(seen.record.pid);
-        if (judged == verdict::stale) {
+        if (breakable(judged)) {
             auto const takeover = remove_observed(lock_file, seen, false, settings, error);
             if (takeover.result == takeover_result::failed) return next::failed;
             if (takeover.result != takeover_result::busy) {
@@ -203,7 +214,7 @@ acquisition::next acquisition::step(failure& error) {
 
 } // namespace detail
 
-bool file_lock::state::owned_here() const {
+bool file_lock::impl::owned_here() const {
     return held && held->owner_pid == sys::current_pid();
 }
 
@@ -243,7 +254,7 @@ void occupy(path_gate& gate, std::thread::id thread, void const* object) {
 } // namespace
 } // namespace detail
 
-bool file_lock::state::enter_gate(detail::deadline const& until, detail::failure& error) {
+bool file_lock::impl::enter_gate(detail::deadline const& until, detail::failure& error) {
     std::unique_lock guard{gate->mutex};
     detail::forget_parent(*gate);
     if (gate->busy && gate->holder_thread == std::this_thread::get_id() && gate->holder_object == this) {
@@ -263,7 +274,7 @@ bool file_lock::state::enter_gate(detail::deadline const& until, detail::failure
     return true;
 }
 
-bool file_lock::state::try_enter_gate(std::function<void()> wake, std::uint64_t& ticket) {
+bool file_lock::impl::try_enter_gate(std::function<void()> wake, std::uint64_t& ticket) {
     std::lock_guard guard{gate->mutex};
     detail::forget_parent(*gate);
     if (!gate->busy) {
@@ -275,7 +286,7 @@ bool file_lock::state::try_enter_gate(std::function<void()> wake, std::uint64_t&
     return false;
 }
 
-void file_lock::state::forget_gate_waiter(std::uint64_t ticket) {
+void file_lock::impl::forget_gate_waiter(std::uint64_t ticket) {
     std::function<void()> next;
     {
         std::lock_guard guard{gate->mutex};
@@ -290,7 +301,7 @@ void file_lock::state::forget_gate_waiter(std::uint64_t ticket) {
     if (next) next();
 }
 
-void file_lock::state::leave_gate() {
+void file_lock::impl::leave_gate() {
     {
         std::lock_guard guard{mutex};
         held.reset();
@@ -310,13 +321,18 @@ void file_lock::state::leave_gate() {
     if (next) next();
 }
 
-void file_lock::state::hold(detail::claim const& claimed) {
+void file_lock::impl::hold(detail::claim const& claimed) {
     std::lock_guard guard{mutex};
     held = claimed;
+    lost = false;
+    if (claimed.lifetime)
+        lease_end = claimed.acquired +
+                    std::chrono::duration_cast<std::chrono::system_clock::duration>(*claimed.lifetime);
     registration = detail::held_locks::instance().add(lock_file, claimed);
+    if (settings.keep_alive && claimed.lifetime) start_keeper();
 }
 
-bool file_lock::state::release(detail::failure& error) {
+bool file_lock::impl::release(detail::failure& error) {
     std::optional<detail::claim> releasing;
     {
         std::lock_guard guard{mutex};
@@ -327,6 +343,7 @@ bool file_lock::state::release(detail::failure& error) {
         releasing = held;
         detail::held_locks::instance().remove(registration);
     }
+    stop_keeper();
     bool const released = detail::release_claim(lock_file, *releasing, error);
     leave_gate();
     return released;
@@ -334,15 +351,20 @@ bool file_lock::state::release(detail::failure& error) {
 
 namespace {
 
-bool acquire_blocking(file_lock::state& lock, detail::deadline const& until, detail::failure& error) {
+bool acquire_blocking(file_lock::impl& lock, detail::deadline const& until, detail::failure& error) {
     if (!lock.enter_gate(until, error)) return false;
+    // Every way out but success leaves the gate, exceptions (bad_alloc, a failing getrandom) included.
+    bool acquired = false;
+    auto const leave = gsl::finally([&] {
+        if (!acquired) lock.leave_gate();
+    });
     detail::acquisition attempt{lock, until};
     for (;;) {
         switch (attempt.step(error)) {
         case detail::acquisition::next::acquired:
+            acquired = true;
             return true;
         case detail::acquisition::next::failed:
-            lock.leave_gate();
             return false;
         case detail::acquisition::next::wait:
             if (attempt.events_may_end_pause())
@@ -372,28 +394,29 @@ void into_error_code(std::error_code& error, Operation&& operation) noexcept {
 file_lock::file_lock(std::filesystem::path lock_file) : file_lock(std::move(lock_file), std::nullopt) {}
 
 file_lock::file_lock(std::filesystem::path lock_file, std::optional<duration> timeout, options settings)
-    : state_(std::make_shared<state>()) {
+    : impl_(std::make_shared<impl>()) {
     validate(settings);
     if (lock_file.empty()) throw invalid_option("the lock file path is empty");
     if (!lock_file.has_filename())
         throw invalid_option("the lock file path names a directory: " + lock_file.string());
     if (timeout && *timeout < duration::zero()) timeout = duration::zero();
-    state_->gate = detail::gate_for(lock_file);
-    state_->lock_file = std::move(lock_file);
-    state_->timeout = timeout;
-    state_->method = settings.method;
-    state_->settings = std::move(settings);
+    impl_->gate = detail::gate_for(lock_file);
+    impl_->lock_file = std::move(lock_file);
+    impl_->timeout = timeout;
+    impl_->method = settings.method;
+    impl_->lease = settings.lifetime;
+    impl_->settings = std::move(settings);
 }
 
 file_lock::~file_lock() {
     std::vector<std::pair<std::uint64_t, std::function<void()>>> waiting;
     {
-        std::lock_guard guard{state_->mutex};
-        state_->abandoned = true;
+        std::lock_guard guard{impl_->mutex};
+        impl_->abandoned = true;
     }
     {
-        std::lock_guard guard{state_->gate->mutex};
-        waiting.swap(state_->gate->async_waiters); // our pending asynchronous acquires notice `abandoned`
+        std::lock_guard guard{impl_->gate->mutex};
+        waiting.swap(impl_->gate->async_waiters); // our pending asynchronous acquires notice `abandoned`
     }
     for (auto& [ticket, wake] : waiting)
         wake();
@@ -402,31 +425,31 @@ file_lock::~file_lock() {
 }
 
 void file_lock::acquire() {
-    if (state_->timeout) return acquire_for(*state_->timeout);
+    if (impl_->timeout) return acquire_for(*impl_->timeout);
     detail::failure error;
-    if (!acquire_blocking(*state_, std::nullopt, error)) detail::raise(error);
+    if (!acquire_blocking(*impl_, std::nullopt, error)) detail::raise(error);
 }
 
 void file_lock::acquire(std::error_code& error) noexcept {
-    if (state_->timeout) return acquire_for(*state_->timeout, error);
+    if (impl_->timeout) return acquire_for(*impl_->timeout, error);
     into_error_code(
-        error, [&](detail::failure& failure) { return acquire_blocking(*state_, std::nullopt, failure); });
+        error, [&](detail::failure& failure) { return acquire_blocking(*impl_, std::nullopt, failure); });
 }
 
 void file_lock::acquire_for(duration timeout) {
     detail::failure error;
-    if (!acquire_blocking(*state_, detail::deadline_after(timeout), error)) detail::raise(error);
+    if (!acquire_blocking(*impl_, detail::deadline_after(timeout), error)) detail::raise(error);
 }
 
 void file_lock::acquire_for(duration timeout, std::error_code& error) noexcept {
     into_error_code(error, [&](detail::failure& failure) {
-        return acquire_blocking(*state_, detail::deadline_after(timeout), failure);
+        return acquire_blocking(*impl_, detail::deadline_after(timeout), failure);
     });
 }
 
 bool file_lock::try_acquire_for(duration timeout) {
     detail::failure error;
-    if (acquire_blocking(*state_, detail::deadline_after(timeout), error)) return true;
+    if (acquire_blocking(*impl_, detail::deadline_after(timeout), error)) return true;
     if (error.code == errc::timeout) return false;
     detail::raise(error);
 }
@@ -446,17 +469,17 @@ bool file_lock::try_acquire(std::error_code& error) noexcept {
 
 void file_lock::release() {
     detail::failure error;
-    if (!state_->release(error)) detail::raise(error);
+    if (!impl_->release(error)) detail::raise(error);
 }
 
 void file_lock::release(std::error_code& error) noexcept {
-    into_error_code(error, [&](detail::failure& failure) { return state_->release(failure); });
+    into_error_code(error, [&](detail::failure& failure) { return impl_->release(failure); });
 }
 
 bool file_lock::locked() const {
     std::error_code error;
     bool const result = locked(error);
-    if (error) throw lock_error(error, state_->lock_file, "cannot read the lock file");
+    if (error) throw lock_error(error, impl_->lock_file, "cannot read the lock file");
     return result;
 }
 
@@ -464,25 +487,26 @@ bool file_lock::locked(std::error_code& error) const noexcept {
     bool result = false;
     into_error_code(error, [&](detail::failure& failure) {
         detail::observation seen;
-        if (!detail::observe(state_->lock_file, seen, failure)) return false;
+        if (!detail::observe(impl_->lock_file, seen, failure)) return false;
         result = seen.what == detail::observation::kind::invalid ||
                  (seen.what == detail::observation::kind::held &&
-                  detail::judge(seen.record) != detail::verdict::stale);
+                  !detail::breakable(detail::judge(seen, impl_->settings)));
         return true;
     });
     return result;
 }
 
 bool file_lock::owns_lock() const noexcept {
-    std::lock_guard guard{state_->mutex};
-    return state_->owned_here();
+    std::lock_guard guard{impl_->mutex};
+    return impl_->owned_here();
 }
 
 std::optional<lock_record> file_lock::owner() const {
     detail::observation seen;
     detail::failure failure;
-    if (!detail::observe(state_->lock_file, seen, failure)) detail::raise(failure);
-    if (seen.what != detail::observation::kind::held || detail::judge(seen.record) == detail::verdict::stale)
+    if (!detail::observe(impl_->lock_file, seen, failure)) detail::raise(failure);
+    if (seen.what != detail::observation::kind::held ||
+        detail::breakable(detail::judge(seen, impl_->settings)))
         return std::nullopt;
     return seen.record;
 }
@@ -494,23 +518,23 @@ std::optional<std::int64_t> file_lock::getpid() const {
 }
 
 std::filesystem::path const& file_lock::lock_file() const noexcept {
-    return state_->lock_file;
+    return impl_->lock_file;
 }
 std::optional<file_lock::duration> file_lock::timeout() const noexcept {
-    return state_->timeout;
+    return impl_->timeout;
 }
 options const& file_lock::settings() const noexcept {
-    return state_->settings;
+    return impl_->settings;
 }
 
 void file_lock::set_executor(boost::asio::any_io_executor executor) {
-    std::lock_guard guard{state_->mutex};
-    state_->executor = std::move(executor);
+    std::lock_guard guard{impl_->mutex};
+    impl_->executor = std::move(executor);
 }
 
 boost::asio::any_io_executor file_lock::get_executor() const {
-    std::lock_guard guard{state_->mutex};
-    return state_->executor;
+    std::lock_guard guard{impl_->mutex};
+    return impl_->executor;
 }
 
 } // namespace openlock

@@ -19,6 +19,7 @@ export module openlock:file_lock;
 import :errors;
 import :options;
 import :record;
+import :status;
 
 export namespace openlock {
 
@@ -112,6 +113,37 @@ public:
     /// The holder's record when the lock is held (not stale).
     [[nodiscard]] std::optional<lock_record> owner() const;
 
+    // Leases (flufl.lock's lifetime; options::lifetime, docs/protocol.md "Leases").
+
+    /// Moves the end of the held lock's lease to now + lifetime(). Throws invalid_release when this object
+    /// does not hold the lock, invalid_option when it was acquired without a lifetime, not_locked when the
+    /// lock was broken or replaced (it is then no longer held), timeout_error when another process is
+    /// breaking it right now. A refresh never moves the end before acquisition + the first lifetime.
+    void refresh();
+    void refresh(std::error_code& error) noexcept;
+    /// Sets lifetime(new_lifetime), then refresh().
+    template <class Rep, class Period>
+    void refresh(std::chrono::duration<Rep, Period> new_lifetime) {
+        lifetime(std::optional<duration>{to_duration(new_lifetime)});
+        refresh();
+    }
+    /// When the lease of whoever holds the lock now ends (not counting clock_slop); none when the lock is
+    /// not held or its holder took it without a lease.
+    [[nodiscard]] std::optional<std::chrono::system_clock::time_point> expiration() const;
+    /// The lifetime of the next acquisition and refresh (options::lifetime at first).
+    [[nodiscard]] std::optional<duration> lifetime() const;
+    /// Changes it (positive, at most ten years, else invalid_option); none: the next acquisition has no
+    /// lease.
+    void lifetime(std::optional<duration> new_lifetime);
+    /// The lock file judged from here, as openlock::inspect with this object's settings: unlocked, ours,
+    /// ours_expired, theirs, theirs_expired, stale, unknown or invalid.
+    [[nodiscard]] lock_state state() const;
+    [[nodiscard]] lock_state state(std::error_code& error) const noexcept;
+    /// True when this object holds the lock and the lock file is still the one it made (a lock broken after
+    /// its lease expired, or removed by hand, is not). Reads the file system; owns_lock() does not.
+    [[nodiscard]] bool still_held() const;
+    [[nodiscard]] bool still_held(std::error_code& error) const noexcept;
+
     [[nodiscard]] std::filesystem::path const& lock_file() const noexcept;
     [[nodiscard]] std::optional<duration> timeout() const noexcept;
     [[nodiscard]] options const& settings() const noexcept;
@@ -159,10 +191,10 @@ private:
                              boost::asio::any_completion_handler<void(boost::system::error_code)> handler);
 
 public:
-    struct state; ///< internal (modules/lock_state.cppm)
+    struct impl; ///< internal (modules/lock_state.cppm)
 
 private:
-    std::shared_ptr<state> state_; // shared with pending asynchronous operations
+    std::shared_ptr<impl> impl_; // shared with pending asynchronous operations
 };
 
 } // namespace openlock

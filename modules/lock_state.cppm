@@ -1,6 +1,7 @@
 // :lock_state — what one file_lock object keeps, and the protocol loop as a step machine that the blocking
 // (file_lock.cpp) and the asynchronous (async.cpp) paths both drive. Internal: nothing here is exported.
 module;
+#include <atomic>
 #include <boost/asio/any_io_executor.hpp>
 #include <chrono>
 #include <condition_variable>
@@ -11,6 +12,7 @@ module;
 #include <mutex>
 #include <optional>
 #include <random>
+#include <stop_token>
 #include <string>
 #include <thread>
 #include <vector>
@@ -63,6 +65,9 @@ private:
     std::uint64_t last_id_ = 0;
 };
 
+/// True once the exit handler has begun releasing this process's locks.
+bool process_exiting() noexcept;
+
 /// The in-process gate of one lock path: every file_lock object of this process on that path passes it, so
 /// that only one of them at a time acquires or holds the file (threads wait here, not on the file system).
 struct path_gate {
@@ -87,19 +92,33 @@ std::shared_ptr<path_gate> gate_for(std::filesystem::path const& lock_file);
 
 namespace openlock {
 
-struct file_lock::state {
+struct file_lock::impl {
     std::filesystem::path lock_file;
     std::optional<duration> timeout;
     options settings;
     boost::asio::any_io_executor executor;
 
     std::shared_ptr<detail::path_gate> gate;
-    std::mutex mutex;       ///< guards what follows
-    bool abandoned = false; ///< the file_lock is being destroyed: pending asynchronous acquires give up
+    std::mutex mutex; ///< guards what follows
+    std::atomic<bool> abandoned{
+        false}; ///< the file_lock is being destroyed: pending asynchronous acquires give up
     std::optional<detail::claim> held;
     std::uint64_t registration = 0;
     claim_method method = claim_method::automatic; ///< resolved at the first acquire
-    std::optional<bool> local; ///< the directory is on a local file system (first acquire)
+    std::optional<bool> local;     ///< the directory is on a local file system (first acquire)
+    std::optional<duration> lease; ///< the lifetime of the next acquisition and refresh
+    std::chrono::system_clock::time_point lease_end; ///< of the held lock, when it has a lease
+    bool lost = false;                               ///< keep-alive found the held lock broken or replaced
+
+    // Keep-alive (modules/lease.cpp): a thread per held lock with keep_alive set, stopped before release.
+    std::jthread keeper;
+    std::int64_t keeper_pid = 0; ///< a keeper copied into a child by fork() has no thread there
+    std::condition_variable_any keeper_wakeup;
+
+    impl() = default;
+    impl(impl const&) = delete;
+    impl& operator=(impl const&) = delete;
+    ~impl();
 
     bool owned_here() const;
     /// Blocks until the path's gate is free (already_locked if this thread holds it; timeout at the
@@ -111,9 +130,14 @@ struct file_lock::state {
     /// Withdraws a registration (a waiter that gives up must, so that nothing calls into its executor later).
     void forget_gate_waiter(std::uint64_t ticket);
     void leave_gate();
-    /// Records a successful claim.
+    /// Records a successful claim (and starts keep-alive when asked to).
     void hold(detail::claim const& claimed);
     bool release(detail::failure& error);
+    /// The lifetime the next acquisition takes.
+    std::optional<duration> lifetime();
+    void start_keeper();
+    void stop_keeper();
+    void keep_alive(std::stop_token stop);
 };
 
 namespace detail {
@@ -122,7 +146,7 @@ namespace detail {
 /// take over a stale lock under the guard; otherwise wait (for an event, or a pause) and look again.
 class acquisition {
 public:
-    acquisition(file_lock::state& lock, deadline until);
+    acquisition(file_lock::impl& lock, deadline until);
 
     enum class next { acquired, failed, wait };
     /// One look; on wait, pause() says for how long, and wake() what may end the wait early.
@@ -135,7 +159,7 @@ public:
 private:
     next wait(std::chrono::nanoseconds pause, bool events_may_end_it = true);
 
-    file_lock::state& lock_;
+    file_lock::impl& lock_;
     deadline until_;
     bool armed_ = false; ///< the path's wake sources are set up and drained for this acquire
     backoff backoff_;

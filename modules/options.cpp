@@ -28,6 +28,16 @@ void validate(options const& candidate) {
     if (candidate.race_delay <= std::chrono::nanoseconds::zero() ||
         candidate.race_delay > longest_sensible_period)
         throw invalid_option("race_delay must be positive and at most 24 h");
+    // A lease must fit system_clock arithmetic comfortably; ten years is longer than any sensible one.
+    constexpr auto longest_lifetime = std::chrono::hours{24 * 3660};
+    if (candidate.lifetime &&
+        (*candidate.lifetime <= std::chrono::nanoseconds::zero() || *candidate.lifetime > longest_lifetime))
+        throw invalid_option("lifetime must be positive and at most ten years");
+    if (candidate.clock_slop < std::chrono::nanoseconds::zero() ||
+        candidate.clock_slop > longest_sensible_period)
+        throw invalid_option("clock_slop must be zero or positive and at most 24 h");
+    if (candidate.keep_alive && !candidate.lifetime)
+        throw invalid_option("keep_alive needs a lifetime (there is no lease to keep alive)");
     if (candidate.method != claim_method::automatic && candidate.method != claim_method::hard_link &&
         candidate.method != claim_method::anonymous_link &&
         candidate.method != claim_method::exclusive_create)

@@ -3,6 +3,7 @@ module;
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <string>
 
 export module openlock:options;
@@ -20,9 +21,11 @@ enum class claim_method {
 /// Something worth knowing that is not a failure of the call; the library reports it, it never prints.
 struct diagnostic {
     enum class kind {
-        slow_system,        ///< a takeover (ours or one we waited for) lasted longer than race_delay
-        stale_lock_removed, ///< a lock whose holder is provably gone was removed
-        leftover_removed,   ///< a claim file or takeover guard of a dead process was cleaned up
+        slow_system,         ///< a takeover (ours or one we waited for) lasted longer than race_delay
+        stale_lock_removed,  ///< a lock whose holder is provably gone was removed
+        leftover_removed,    ///< a claim file or takeover guard of a dead process was cleaned up
+        expired_lock_broken, ///< a lock whose lease had expired (by more than clock_slop) was removed
+        lock_lost,           ///< a lock this process held was broken or replaced (found by keep-alive)
     };
     kind what;
     std::filesystem::path path;
@@ -43,6 +46,20 @@ struct options {
     bool slow_system_exception = false;
     /// How the lock file is created.
     claim_method method = claim_method::automatic;
+    /// A lease, as in flufl.lock: with one, the lock file says when it expires, and once that moment is more
+    /// than clock_slop past, any process on any host may break the lock, whoever holds it. refresh() (or
+    /// keep_alive) extends it. None: the lock lasts until released or until its holder provably died, and a
+    /// holder on another host, boot or pid namespace is never broken automatically (Python openlock's rule).
+    std::optional<std::chrono::nanoseconds> lifetime;
+    /// How far the clocks of the hosts that share a lock may disagree, plus the coarseness of file times on
+    /// the file system (sshfs keeps whole seconds): an expired lease is broken only this long after expiry.
+    std::chrono::nanoseconds clock_slop = std::chrono::seconds{2};
+    /// With a lifetime: refresh the lease from a background thread every third of the lifetime while the
+    /// lock is held. A refresh that finds the lock broken or replaced reports diagnostic::kind::lock_lost,
+    /// calls on_lost, and stops; still_held() then says false.
+    bool keep_alive = false;
+    /// Called (from the keep-alive thread) when keep-alive finds that the lock was lost.
+    std::function<void(std::filesystem::path const&)> on_lost;
     /// Receives diagnostics; called from the thread that runs the lock operation. Empty: nothing is reported.
     std::function<void(diagnostic const&)> on_diagnostic;
 };

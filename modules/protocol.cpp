@@ -258,6 +258,28 @@ verdict judge(lock_record const& record) {
     return verdict::unknown;
 }
 
+std::optional<std::chrono::system_clock::time_point>
+lease_expiry(lock_record const& record, std::chrono::system_clock::time_point modified) {
+    if (!record.lifetime) return std::nullopt;
+    if (!record.acquired) return modified;
+    auto const first_end =
+        *record.acquired + std::chrono::duration_cast<std::chrono::system_clock::duration>(*record.lifetime);
+    return std::max(first_end, modified);
+}
+
+verdict judge(lock_record const& record, std::chrono::system_clock::time_point modified,
+              std::chrono::nanoseconds clock_slop) {
+    auto const holder = judge(record);
+    auto const expiry = lease_expiry(record, modified);
+    if (holder == verdict::stale || !expiry) return holder;
+    auto const slop = std::chrono::duration_cast<std::chrono::system_clock::duration>(clock_slop);
+    return std::chrono::system_clock::now() > *expiry + slop ? verdict::expired : holder;
+}
+
+verdict judge(observation const& seen, options const& settings) {
+    return judge(seen.record, seen.modified, settings.clock_slop);
+}
+
 bool observe(fs::path const& lock_file, observation& out, failure& error) {
     out = {};
     sys::file_content content;
@@ -267,6 +289,7 @@ bool observe(fs::path const& lock_file, observation& out, failure& error) {
     }
     out.identity = content.identity;
     out.changed = content.changed;
+    out.modified = content.modified;
     if (content.kind == sys::entry_kind::absent) return true;
     if (content.kind != sys::entry_kind::regular) {
         out.what = observation::kind::invalid;
@@ -286,7 +309,7 @@ bool observe(fs::path const& lock_file, observation& out, failure& error) {
     return true;
 }
 
-lock_record make_record(std::string nonce) {
+lock_record make_record(std::string nonce, std::optional<std::chrono::nanoseconds> lifetime) {
     auto const me = sys::current_process();
     lock_record record;
     record.pid = me.pid;
@@ -298,18 +321,25 @@ lock_record make_record(std::string nonce) {
     record.start_time = me.start_time;
     record.nonce = std::move(nonce);
     record.acquired = std::chrono::system_clock::now();
+    record.lifetime = lifetime;
     return record;
 }
 
-claim_result try_claim(fs::path const& lock_file, claim_method method, bool local, claim& out,
-                       observation& seen, failure& error) {
+claim_result try_claim(fs::path const& lock_file, claim_method method, bool local,
+                       std::optional<std::chrono::nanoseconds> lifetime, claim& out, observation& seen,
+                       failure& error) {
     out = {};
     // A kept descriptor or a kept claim name pins the inode: on a local file system the lock file having that
     // inode proves it is ours. FUSE and network file systems may number inodes per name (sshfs).
     out.identity_is_proof = local;
     out.nonce = sys::random_nonce();
     out.owner_pid = sys::current_pid();
-    auto const text = serialize_record(make_record(out.nonce));
+    auto const record = make_record(out.nonce, lifetime);
+    out.lifetime = lifetime;
+    out.acquired = *record.acquired;
+    // A new lease needs no file time: its first end is in the record (acquired + lifetime), and the file's
+    // own modification time (now) is earlier.
+    auto const text = serialize_record(record);
 
     std::error_code code;
     if (method == claim_method::exclusive_create) {
@@ -371,7 +401,7 @@ bool is_local(fs::path const& lock_file) {
     return !sys::is_network_file_system(directory_of(lock_file));
 }
 
-bool release_claim(fs::path const& lock_file, claim const& held, failure& error) {
+bool still_ours(fs::path const& lock_file, claim const& held, failure& error) {
     // A pinned nameless file keeps its inode: identity is proof. Elsewhere inode numbers may differ per name
     // (sshfs) or be reused after a break, so the content decides: only our acquisition wrote our nonce.
     std::error_code code;
@@ -383,12 +413,17 @@ bool release_claim(fs::path const& lock_file, claim const& held, failure& error)
     } else {
         observation now;
         failure unreadable;
-        if (!observe(lock_file, now, unreadable))
-            code = unreadable.code;
-        else if (now.what == observation::kind::absent)
-            code = std::make_error_code(std::errc::no_such_file_or_directory);
+        if (!observe(lock_file, now, unreadable)) code = unreadable.code;
         ours = !code && now.what == observation::kind::held && now.record.nonce == held.nonce;
     }
+    if (code && !is(code, std::errc::no_such_file_or_directory))
+        error = {code, lock_file, "cannot check the lock file"};
+    return ours;
+}
+
+bool release_claim(fs::path const& lock_file, claim const& held, failure& error) {
+    failure unclear;
+    bool const ours = still_ours(lock_file, held, unclear);
     if (ours) {
         if (auto const removal = sys::remove_file(lock_file)) {
             error = {removal, lock_file, "cannot remove the lock file"};
@@ -397,13 +432,45 @@ bool release_claim(fs::path const& lock_file, claim const& held, failure& error)
     }
     if (!held.claim_file.empty()) sys::remove_file(held.claim_file);
     if (ours) return true;
-    if (code && !is(code, std::errc::no_such_file_or_directory)) {
-        error = {code, lock_file, "cannot check the lock file"};
+    if (unclear.code) {
+        error = unclear;
         return false;
     }
-    error = {errc::not_locked, lock_file,
-             code ? "the lock file was removed while held" : "the lock file was replaced while held"};
+    error = {errc::not_locked, lock_file, "the lock file was removed or replaced while held"};
     return false;
+}
+
+refresh_result refresh_claim(fs::path const& lock_file, claim const& held, std::chrono::nanoseconds lifetime,
+                             options const& settings, std::chrono::system_clock::time_point& expires,
+                             failure& error) {
+    takeover_guard guard{lock_file};
+    std::string guard_holder;
+    switch (guard.try_hold(settings, guard_holder, error)) {
+    case takeover_guard::outcome::held:
+        break;
+    case takeover_guard::outcome::busy:
+        error = {errc::timeout, lock_file, guard_holder + " is taking the lock over"};
+        return refresh_result::busy;
+    case takeover_guard::outcome::failed:
+        return refresh_result::failed;
+    }
+    // Under the guard nobody breaks the lock: if it is ours now, it is ours when the new end is written.
+    if (!still_ours(lock_file, held, error)) {
+        if (error.code) return refresh_result::failed;
+        error = {errc::not_locked, lock_file, "the lock file was removed or replaced while held"};
+        return refresh_result::lost;
+    }
+    auto const new_end = std::chrono::system_clock::now() +
+                         std::chrono::duration_cast<std::chrono::system_clock::duration>(lifetime);
+    // Our own inode, through our descriptor or our unique claim name: never another holder's file.
+    auto const code =
+        held.pin ? sys::set_modified(held.pin, new_end) : sys::set_modified(held.claim_file, new_end);
+    if (code) {
+        error = {code, lock_file, "cannot refresh the lease"};
+        return refresh_result::failed;
+    }
+    expires = new_end;
+    return refresh_result::refreshed;
 }
 
 takeover_report remove_observed(fs::path const& lock_file, observation const& observed, bool force,
@@ -432,8 +499,8 @@ takeover_report remove_observed(fs::path const& lock_file, observation const& ob
     // The bytes hold the holder's nonce, unique to one acquisition: equal bytes are the same lock file.
     // (Inode numbers are not compared: some file systems give a name a new one on every lookup.)
     bool const same = now.what == observed.what && now.bytes == observed.bytes;
-    bool const removable =
-        force || (now.what == observation::kind::held && judge(now.record) == verdict::stale);
+    auto const judged = now.what == observation::kind::held ? judge(now, settings) : verdict::unknown;
+    bool const removable = force || breakable(judged);
     report_back.result = takeover_result::changed;
     if (same && removable && now.what != observation::kind::absent) {
         if (auto const code = sys::remove_file(lock_file)) {
@@ -442,8 +509,12 @@ takeover_report remove_observed(fs::path const& lock_file, observation const& ob
             return report_back;
         }
         report_back.result = takeover_result::removed;
-        report(settings, diagnostic::kind::stale_lock_removed, lock_file,
-               now.what == observation::kind::held ? describe_holder(now.record) : now.problem);
+        if (judged == verdict::expired)
+            report(settings, diagnostic::kind::expired_lock_broken, lock_file,
+                   "the lease of " + describe_holder(now.record) + " had expired");
+        else
+            report(settings, diagnostic::kind::stale_lock_removed, lock_file,
+                   now.what == observation::kind::held ? describe_holder(now.record) : now.problem);
     }
     sweep_leftovers(lock_file, settings);
 

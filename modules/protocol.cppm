@@ -31,8 +31,21 @@ enum class verdict {
     live,    ///< a running process of this host, boot and pid namespace
     stale,   ///< provably gone: the lock may be removed (under the takeover guard)
     unknown, ///< another host, boot, pid namespace or record version: cannot be judged here, counts as held
+    expired, ///< its lease expired more than clock_slop ago: the lock may be broken, whoever holds it
 };
+/// Judges the holder alone (no lease): claim files, guard owners.
 verdict judge(lock_record const& record);
+/// When a lease ends: the later of acquired + lifetime and the file's modification time (which refresh()
+/// moves forward). None without a lease.
+std::optional<std::chrono::system_clock::time_point>
+lease_expiry(lock_record const& record, std::chrono::system_clock::time_point modified);
+/// Judges the holder and its lease.
+verdict judge(lock_record const& record, std::chrono::system_clock::time_point modified,
+              std::chrono::nanoseconds clock_slop);
+/// True for the verdicts under which the lock file may be removed.
+constexpr bool breakable(verdict judged) {
+    return judged == verdict::stale || judged == verdict::expired;
+}
 
 /// What the lock path holds at one moment.
 struct observation {
@@ -42,9 +55,12 @@ struct observation {
     lock_record record;  ///< when held
     std::string problem; ///< when invalid
     sys::file_identity identity;
-    std::int64_t changed = 0; ///< status change time (ns)
+    std::int64_t changed = 0;                       ///< status change time (ns)
+    std::chrono::system_clock::time_point modified; ///< with a lease: its expiry once refreshed
     std::string bytes;
 };
+/// Judges an observed holder and its lease.
+verdict judge(observation const& seen, options const& settings);
 bool observe(std::filesystem::path const& lock_file, observation& out, failure& error);
 
 /// What this process needs to remember about a lock it holds.
@@ -55,6 +71,8 @@ struct claim {
     sys::pinned_file pin;             ///< kept while held (anonymous_link, exclusive_create): pins the inode
     sys::file_identity identity;
     bool identity_is_proof = false; ///< the inode is pinned on a file system with stable inode numbers
+    std::optional<std::chrono::nanoseconds> lifetime; ///< the lease it was taken with
+    std::chrono::system_clock::time_point acquired;
 };
 
 /// The method a lock uses when asked for `automatic`.
@@ -63,13 +81,18 @@ claim_method resolve_method(claim_method requested, bool local);
 bool is_local(std::filesystem::path const& lock_file);
 
 /// This process's record for a new acquisition.
-lock_record make_record(std::string nonce);
+lock_record make_record(std::string nonce, std::optional<std::chrono::nanoseconds> lifetime = std::nullopt);
 
 enum class claim_result { acquired, taken, no_hard_links, no_anonymous_files, failed };
 /// One attempt to make the lock file appear with our record; when taken, `seen` is what holds it.
 /// `local`: the directory is on a local file system (stable inode numbers; see is_local).
-claim_result try_claim(std::filesystem::path const& lock_file, claim_method method, bool local, claim& out,
-                       observation& seen, failure& error);
+claim_result try_claim(std::filesystem::path const& lock_file, claim_method method, bool local,
+                       std::optional<std::chrono::nanoseconds> lifetime, claim& out, observation& seen,
+                       failure& error);
+
+/// True when the lock file is still the one this claim made (identity where that proves it, else the nonce).
+/// False with error empty when it was removed or replaced; false with error set when it cannot be checked.
+bool still_ours(std::filesystem::path const& lock_file, claim const& held, failure& error);
 
 /// Removes the lock file if it is still the one this claim made; not_locked when it is not.
 bool release_claim(std::filesystem::path const& lock_file, claim const& held, failure& error);
@@ -88,6 +111,18 @@ struct takeover_report {
 /// "<lock>.takeover". Without `force`, only a stale record is removed; with it, whatever was observed.
 takeover_report remove_observed(std::filesystem::path const& lock_file, observation const& observed,
                                 bool force, options const& settings, failure& error);
+
+enum class refresh_result {
+    refreshed, ///< the lease now ends at the new expiry
+    lost,      ///< the lock file is not ours any more (broken or replaced): nothing changed
+    busy,      ///< another process holds the takeover guard (it is probably breaking this lock)
+    failed,
+};
+/// Moves the lease's end to now + lifetime, under the takeover guard so that no breaker judges the old end
+/// while the new one is being written.
+refresh_result refresh_claim(std::filesystem::path const& lock_file, claim const& held,
+                             std::chrono::nanoseconds lifetime, options const& settings,
+                             std::chrono::system_clock::time_point& expires, failure& error);
 
 std::filesystem::path guard_path(std::filesystem::path const& lock_file);
 

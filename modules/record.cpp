@@ -42,7 +42,8 @@ bool valid_key(std::string_view key) {
     });
 }
 
-std::optional<std::chrono::system_clock::time_point> parse_time(std::string_view text) {
+// "<seconds>[.<9 digits>]": a time since the epoch or a length of time.
+std::optional<std::chrono::nanoseconds> parse_seconds(std::string_view text) {
     auto const dot = text.find('.');
     std::int64_t seconds = 0;
     std::int64_t nanoseconds = 0;
@@ -53,17 +54,25 @@ std::optional<std::chrono::system_clock::time_point> parse_time(std::string_view
         auto const fraction = text.substr(dot + 1);
         if (fraction.size() != 9 || !parse_decimal(fraction, nanoseconds)) return std::nullopt;
     }
-    auto const since_epoch = std::chrono::seconds{seconds} + std::chrono::nanoseconds{nanoseconds};
+    return std::chrono::seconds{seconds} + std::chrono::nanoseconds{nanoseconds};
+}
+
+std::optional<std::chrono::system_clock::time_point> parse_time(std::string_view text) {
+    auto const since_epoch = parse_seconds(text);
+    if (!since_epoch) return std::nullopt;
     return std::chrono::system_clock::time_point{
-        std::chrono::duration_cast<std::chrono::system_clock::duration>(since_epoch)};
+        std::chrono::duration_cast<std::chrono::system_clock::duration>(*since_epoch)};
+}
+
+std::string format_seconds(std::chrono::nanoseconds length) {
+    auto const seconds = length.count() / 1'000'000'000;
+    auto fraction = std::to_string(length.count() % 1'000'000'000);
+    fraction.insert(0, 9 - fraction.size(), '0');
+    return std::to_string(seconds) + "." + fraction;
 }
 
 std::string format_time(std::chrono::system_clock::time_point when) {
-    auto const since_epoch = std::chrono::duration_cast<std::chrono::nanoseconds>(when.time_since_epoch());
-    auto const seconds = since_epoch.count() / 1'000'000'000;
-    auto fraction = std::to_string(since_epoch.count() % 1'000'000'000);
-    fraction.insert(0, 9 - fraction.size(), '0');
-    return std::to_string(seconds) + "." + fraction;
+    return format_seconds(std::chrono::duration_cast<std::chrono::nanoseconds>(when.time_since_epoch()));
 }
 
 std::string printable(std::string_view text) {
@@ -129,6 +138,10 @@ parsed_record parse_record(std::string_view text) {
             record.start_time = ticks;
         } else if (key == "nonce") {
             record.nonce = value;
+        } else if (key == "lifetime") {
+            record.lifetime = parse_seconds(value);
+            if (!record.lifetime || *record.lifetime <= std::chrono::nanoseconds::zero())
+                return failure(record_status::malformed, "the lifetime is not a positive number of seconds");
         } else if (key == "acquired") {
             record.acquired = parse_time(value);
             if (!record.acquired)
@@ -165,6 +178,8 @@ std::string serialize_record(lock_record const& record) {
     if (record.start_time) field("start_time", std::to_string(*record.start_time));
     field("nonce", record.nonce);
     if (record.acquired) field("acquired", format_time(*record.acquired));
+    if (record.lifetime && *record.lifetime > std::chrono::nanoseconds::zero())
+        field("lifetime", format_seconds(*record.lifetime));
     for (auto const& [key, value] : record.extra)
         field(key, value);
     return text;

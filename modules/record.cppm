@@ -15,8 +15,8 @@ export namespace openlock {
 
 /// Who holds a lock, as written in the lock file. Version 1 text format (docs/protocol.md):
 ///   "<pid>\n<name>\nversion=1\nhost=...\nboot_id=...\npid_ns=...\nstart_time=...\nnonce=...\nacquired=...\n"
-/// The first two lines are those of Python openlock; unknown keys are kept, in order, for forward
-/// compatibility.
+/// and "lifetime=<seconds>\n" for a lease. The first two lines are those of Python openlock; unknown keys are
+/// kept, in order, for forward compatibility.
 struct lock_record {
     std::int64_t pid = 0;
     std::string name;          ///< the holder's process name (what the OS reports for the pid)
@@ -28,7 +28,10 @@ struct lock_record {
         start_time;    ///< the holder process's start time, in OS ticks (PID-reuse guard)
     std::string nonce; ///< unique per acquisition: tells our record from every other
     std::optional<std::chrono::system_clock::time_point> acquired; ///< when the lock was taken
-    std::vector<std::pair<std::string, std::string>> extra;        ///< keys this version does not know
+    /// A lease: the lock expires `lifetime` after `acquired`, or at the lock file's modification time when
+    /// the holder has refreshed it to a later one (docs/protocol.md, "Leases"). None: no lease.
+    std::optional<std::chrono::nanoseconds> lifetime;
+    std::vector<std::pair<std::string, std::string>> extra; ///< keys this version does not know
 
     friend bool operator==(lock_record const&, lock_record const&) = default;
 };
@@ -55,8 +58,9 @@ inline constexpr std::size_t max_record_size = 4096;
 /// Parses untrusted bytes; never throws on bad input, never reads past text.
 [[nodiscard]] parsed_record parse_record(std::string_view text);
 
-/// The canonical text of a record; parse_record(serialize_record(r)) == r for every record it accepts.
-/// Newlines and NULs in string fields are replaced by '?', so the output always parses.
+/// The canonical text of a record: parse_record(serialize_record(r)) == r for every record parse_record
+/// accepted, as long as that text fits max_record_size (it writes out empty fields and time fractions, so it
+/// can be longer than the text the record came from). Newlines and NULs in string fields are replaced by '?'.
 [[nodiscard]] std::string serialize_record(lock_record const& record);
 
 /// "pid 123 (name) on host h": how errors and the CLI name a holder.

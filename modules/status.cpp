@@ -24,11 +24,15 @@ char const* to_string(lock_state state) noexcept {
         return "unknown";
     case lock_state::invalid:
         return "invalid";
+    case lock_state::ours_expired:
+        return "ours_expired";
+    case lock_state::theirs_expired:
+        return "theirs_expired";
     }
     return "invalid";
 }
 
-lock_status inspect(std::filesystem::path const& lock_file) {
+lock_status inspect(std::filesystem::path const& lock_file, options const& settings) {
     detail::observation seen;
     detail::failure failure;
     if (!detail::observe(lock_file, seen, failure)) detail::raise(failure);
@@ -43,7 +47,14 @@ lock_status inspect(std::filesystem::path const& lock_file) {
     case detail::observation::kind::held:
         break;
     }
-    switch (detail::judge(seen.record)) {
+    status.expires = detail::lease_expiry(seen.record, seen.modified);
+    switch (detail::judge(seen, settings)) {
+    case detail::verdict::expired:
+        status.state =
+            seen.record.pid == sys::current_pid() && detail::judge(seen.record) == detail::verdict::live
+                ? lock_state::ours_expired
+                : lock_state::theirs_expired;
+        break;
     case detail::verdict::stale:
         status.state = lock_state::stale;
         break;
@@ -60,8 +71,18 @@ lock_status inspect(std::filesystem::path const& lock_file) {
 
 lock_status inspect(std::filesystem::path const& lock_file, std::error_code& error) noexcept {
     try {
+        return inspect(lock_file, get_defaults(), error);
+    } catch (...) {
+        error = std::make_error_code(std::errc::not_enough_memory);
+    }
+    return {};
+}
+
+lock_status inspect(std::filesystem::path const& lock_file, options const& settings,
+                    std::error_code& error) noexcept {
+    try {
         error = {};
-        return inspect(lock_file);
+        return inspect(lock_file, settings);
     } catch (std::system_error const& e) {
         error = e.code();
     } catch (...) {
@@ -76,8 +97,8 @@ break_result break_lock(std::filesystem::path const& lock_file, bool force, opti
         detail::failure failure;
         if (!detail::observe(lock_file, seen, failure)) detail::raise(failure);
         if (seen.what == detail::observation::kind::absent) return break_result::nothing_to_break;
-        bool const stale = seen.what == detail::observation::kind::held &&
-                           detail::judge(seen.record) == detail::verdict::stale;
+        bool const stale =
+            seen.what == detail::observation::kind::held && detail::breakable(detail::judge(seen, settings));
         if (!stale && !force) return break_result::refused;
         if (seen.what == detail::observation::kind::invalid && !seen.content_problem)
             return break_result::refused; // a symlink, directory or device is never ours to remove

@@ -1,6 +1,7 @@
 // :status — looking at a lock file from outside (no lock object): what `openlock status` and `openlock break`
 // use.
 module;
+#include <chrono>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -15,12 +16,16 @@ export namespace openlock {
 /// What a lock file says about its lock, judged from this process.
 enum class lock_state {
     unlocked, ///< no lock file
-    ours,     ///< held by this process
-    theirs,   ///< held by another live process of this host
+    ours,     ///< held by this process (its lease, if any, has not expired)
+    theirs,   ///< held by another live process of this host (its lease, if any, has not expired)
     stale,    ///< the holder is provably gone: the next acquire takes it over
-    unknown,  ///< held by a process of another host, boot or pid namespace: cannot be judged here, counts as
-              ///< held
+    unknown,  ///< held by a process of another host, boot or pid namespace, without an expired lease: cannot
+              ///< be judged here, counts as held
     invalid,  ///< the lock path holds something that is not a lock record (symlink, directory, garbage)
+    ours_expired,   ///< held by this process, but its lease expired more than clock_slop ago: others may
+                    ///< break it now (refresh sooner, or use keep_alive)
+    theirs_expired, ///< held by another process (of any host) whose lease expired more than clock_slop ago:
+                    ///< the next acquire breaks it
 };
 
 /// The name of a state as the CLI prints it ("unlocked", "ours", ...).
@@ -30,12 +35,17 @@ enum class lock_state {
 struct lock_status {
     lock_state state = lock_state::unlocked;
     std::optional<lock_record> record; ///< when the file holds a record (any state but unlocked and invalid)
-    std::string problem;               ///< when invalid: what is wrong
+    std::optional<std::chrono::system_clock::time_point> expires; ///< when the record carries a lease
+    std::string problem;                                          ///< when invalid: what is wrong
 };
 
 /// Reads and judges the lock file; never modifies anything. Throws lock_error when it cannot be read.
-[[nodiscard]] lock_status inspect(std::filesystem::path const& lock_file);
+/// A lease counts as expired clock_slop after its end (settings.clock_slop).
+[[nodiscard]] lock_status inspect(std::filesystem::path const& lock_file,
+                                  options const& settings = get_defaults());
 [[nodiscard]] lock_status inspect(std::filesystem::path const& lock_file, std::error_code& error) noexcept;
+[[nodiscard]] lock_status inspect(std::filesystem::path const& lock_file, options const& settings,
+                                  std::error_code& error) noexcept;
 
 /// What break_lock did.
 enum class break_result {
@@ -45,9 +55,9 @@ enum class break_result {
     busy,             ///< another process is taking the lock over right now: nothing removed
 };
 
-/// Removes a stale lock file, serialized with every takeover, removing exactly the file that was judged.
-/// With force, also a live holder's lock or an invalid lock file (never a directory, never through a
-/// symlink).
+/// Removes a stale lock file (or one whose lease expired more than clock_slop ago), serialized with every
+/// takeover, removing exactly the file that was judged. With force, also a live holder's lock or an invalid
+/// lock file (never a directory, never through a symlink).
 [[nodiscard]] break_result break_lock(std::filesystem::path const& lock_file, bool force = false,
                                       options const& settings = get_defaults());
 

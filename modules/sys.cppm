@@ -70,6 +70,11 @@ std::error_code create_anonymous(std::filesystem::path const& directory, std::st
 std::error_code create_exclusive_pinned(std::filesystem::path const& path, std::string_view content,
                                         file_identity& created, pinned_file& handle);
 
+/// Sets the modification time of a pinned file (a lease's expiry; docs/protocol.md, "Leases").
+std::error_code set_modified(pinned_file const& handle, std::chrono::system_clock::time_point when);
+/// The same for a named file (never through a symlink): a claim file only this process writes.
+std::error_code set_modified(std::filesystem::path const& path, std::chrono::system_clock::time_point when);
+
 /// Gives a nameless file its name atomically; fails with file_exists when new_path exists as anything.
 std::error_code link_anonymous(pinned_file const& handle, std::filesystem::path const& new_path);
 
@@ -86,7 +91,10 @@ struct file_content {
     entry_kind kind = entry_kind::absent;
     file_identity identity;
     std::int64_t changed =
-        0;             ///< status change time in ns: tells a new file from an old one with a reused inode
+        0; ///< status change time in ns: tells a new file from an old one with a reused inode
+    /// Modification time, read after the content and fresh from the server where the OS can force that
+    /// (network clients cache attributes for seconds).
+    std::chrono::system_clock::time_point modified;
     std::string bytes; ///< at most limit + 1 bytes of a regular file
 };
 

@@ -10,6 +10,7 @@
 // claim file.
 module;
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <fcntl.h>
 #include <filesystem>
@@ -97,6 +98,16 @@ std::error_code create_exclusive_pinned(std::filesystem::path const& path, std::
     if (::fstat(fd, &status) != 0) return fail();
     created = {static_cast<std::uint64_t>(status.st_dev), static_cast<std::uint64_t>(status.st_ino)};
     handle = std::move(file);
+    return {};
+}
+
+std::error_code set_modified(pinned_file const& handle, std::chrono::system_clock::time_point when) {
+    auto const* file = static_cast<open_file const*>(handle.get());
+    auto const since_epoch = std::chrono::duration_cast<std::chrono::nanoseconds>(when.time_since_epoch());
+    struct timespec const time{static_cast<time_t>(since_epoch.count() / 1'000'000'000),
+                               static_cast<long>(since_epoch.count() % 1'000'000'000)};
+    struct timespec const both[2] = {time, time};
+    if (::futimens(file->fd, both) != 0) return last_error();
     return {};
 }
 

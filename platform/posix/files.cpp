@@ -7,14 +7,17 @@
 // some
 //   FUSE file systems) and creates claim files; it refuses to create through a symlink.
 // - Reads use lstat(2) first and open(O_NOFOLLOW|O_NONBLOCK) second, then check with fstat(2) that the same
-// regular
-//   file was opened, so a symlink, FIFO or device at the lock path is reported, never followed or blocked on.
+//   regular file was opened, so a symlink, FIFO or device at the lock path is reported, never followed or
+//   blocked on. A lease's expiry (the modification time) is taken after the read, with
+//   statx(AT_STATX_FORCE_SYNC) where there is one: NFS and FUSE clients serve plain stat(2) from a cache that
+//   is seconds old, and a stale time would break a live lease.
+// - utimensat(AT_SYMLINK_NOFOLLOW) sets a claim file's modification time (a lease's expiry, as flufl.lock).
 // - mkdir(2)/rename(2)/rmdir(2) on directories are the conditional operations the takeover guard is built
-// from:
-//   rename onto a non-empty directory fails, rmdir of a non-empty directory fails (docs/protocol.md).
+//   from: rename onto a non-empty directory fails, rmdir of a non-empty directory fails (docs/protocol.md).
 // - No fsync: a lock must survive its holder's crash, not the machine's; after a reboot the boot id differs.
 module;
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <dirent.h>
 #include <fcntl.h>
@@ -46,6 +49,29 @@ entry_kind kind_of(mode_t mode) noexcept {
     if (S_ISLNK(mode)) return entry_kind::symlink;
     if (S_ISDIR(mode)) return entry_kind::directory;
     return entry_kind::other;
+}
+
+std::chrono::system_clock::time_point as_time_point(std::int64_t seconds, std::int64_t nanoseconds) noexcept {
+    return std::chrono::system_clock::time_point{
+        std::chrono::duration_cast<std::chrono::system_clock::duration>(
+            std::chrono::seconds{seconds} + std::chrono::nanoseconds{nanoseconds})};
+}
+
+struct timespec as_timespec(std::chrono::system_clock::time_point when) noexcept {
+    auto const since_epoch = std::chrono::duration_cast<std::chrono::nanoseconds>(when.time_since_epoch());
+    return {static_cast<time_t>(since_epoch.count() / 1'000'000'000),
+            static_cast<long>(since_epoch.count() % 1'000'000'000)};
+}
+
+// After the read: asking the server (FORCE_SYNC) where statx exists, else what fstat knows.
+std::chrono::system_clock::time_point fresh_modification_time(int fd, struct stat const& fallback) noexcept {
+    struct statx fresh{};
+    if (::statx(fd, "", AT_EMPTY_PATH | AT_STATX_FORCE_SYNC, STATX_MTIME, &fresh) == 0 &&
+        (fresh.stx_mask & STATX_MTIME) != 0)
+        return as_time_point(fresh.stx_mtime.tv_sec, fresh.stx_mtime.tv_nsec);
+    struct stat status{};
+    auto const& known = ::fstat(fd, &status) == 0 ? status : fallback;
+    return as_time_point(known.st_mtim.tv_sec, known.st_mtim.tv_nsec);
 }
 
 class unique_fd {
@@ -160,6 +186,14 @@ std::error_code read_file(std::filesystem::path const& path, std::size_t limit, 
         filled += static_cast<std::size_t>(got);
     }
     out.bytes.resize(filled);
+    out.modified = fresh_modification_time(fd.get(), opened);
+    return {};
+}
+
+std::error_code set_modified(std::filesystem::path const& path, std::chrono::system_clock::time_point when) {
+    auto const times = as_timespec(when);
+    struct timespec const both[2] = {times, times};
+    if (::utimensat(AT_FDCWD, path.c_str(), both, AT_SYMLINK_NOFOLLOW) != 0) return last_error();
     return {};
 }
 
