@@ -111,6 +111,7 @@ acquisition::acquisition(file_lock::impl& lock, deadline until)
 acquisition::next acquisition::wait(std::chrono::nanoseconds pause, bool events_may_end_it) {
     if (expired(until_)) return next::failed;
     pause_ = limited(pause, until_);
+    look_before_claiming_ = true;
     events_may_end_pause_ = events_may_end_it;
     return next::wait;
 }
@@ -121,41 +122,59 @@ acquisition::next acquisition::step(failure& error) {
     for (;;) {
         claim attempt;
         observation seen;
-        switch (try_claim(lock_file, lock_.method, *lock_.local, lock_.lifetime(), attempt, seen, error)) {
-        case claim_result::acquired:
-            lock_.hold(attempt);
-            return next::acquired;
-        case claim_result::no_anonymous_files:
-            lock_.method = claim_method::hard_link;
-            continue;
-        case claim_result::no_hard_links:
-            if (settings.method == claim_method::hard_link ||
-                settings.method == claim_method::anonymous_link) {
-                error = {std::make_error_code(std::errc::operation_not_supported), lock_file,
-                         "this file system has no hard links (use claim_method::exclusive_create)"};
-                return next::failed;
-            }
-            lock_.method = claim_method::exclusive_create;
-            continue;
-        case claim_result::failed:
-            return next::failed;
-        case claim_result::taken:
-            break;
+        // After a wait (or arming the watch) most wake-ups find the lock still held, by a new holder in a
+        // herd: a read answers that for a fraction of what a claim attempt costs, so claim only when it is
+        // free.
+        bool free_to_claim = true;
+        if (look_before_claiming_) {
+            look_before_claiming_ = false;
+            if (!observe(lock_file, seen, error)) return next::failed;
+            free_to_claim = seen.what == observation::kind::absent;
         }
-
-        if (seen.what == observation::kind::absent) continue; // released in between: claim again
-        if (!armed_) {
-            // First contention: start watching (or forget what was queued before) and look once more, so
-            // that every change after that look wakes the wait that may follow.
-            auto& gate = *lock_.gate;
-            if (!gate.wake || gate.wake_pid != sys::current_pid()) {
-                gate.wake = std::make_unique<sys::wake_sources>(lock_file, guard_path(lock_file));
-                gate.wake_pid = sys::current_pid();
-            } else {
-                gate.wake->drain();
+        if (free_to_claim) {
+            switch (
+                try_claim(lock_file, lock_.method, *lock_.local, lock_.lifetime(), attempt, seen, error)) {
+            case claim_result::acquired:
+                lock_.hold(attempt);
+                return next::acquired;
+            case claim_result::no_anonymous_files:
+                if (settings.method == claim_method::anonymous_link) { // asked for: no claim file, ever
+                    error = {std::make_error_code(std::errc::operation_not_supported), lock_file,
+                             "this file system has no nameless files (use claim_method::hard_link)"};
+                    return next::failed;
+                }
+                lock_.method = claim_method::hard_link;
+                continue;
+            case claim_result::no_hard_links:
+                if (settings.method == claim_method::hard_link ||
+                    settings.method == claim_method::anonymous_link) {
+                    error = {std::make_error_code(std::errc::operation_not_supported), lock_file,
+                             "this file system has no hard links (use claim_method::exclusive_create)"};
+                    return next::failed;
+                }
+                lock_.method = claim_method::exclusive_create;
+                continue;
+            case claim_result::failed:
+                return next::failed;
+            case claim_result::taken:
+                break;
             }
-            armed_ = true;
-            continue;
+
+            if (seen.what == observation::kind::absent) continue; // released in between: claim again
+            if (!armed_) {
+                // First contention: start watching (or forget what was queued before) and look once more, so
+                // that every change after that look wakes the wait that may follow.
+                auto& gate = *lock_.gate;
+                if (!gate.wake || gate.wake_pid != sys::current_pid()) {
+                    gate.wake = std::make_unique<sys::wake_sources>(lock_file, guard_path(lock_file));
+                    gate.wake_pid = sys::current_pid();
+                } else {
+                    gate.wake->drain();
+                }
+                armed_ = true;
+                look_before_claiming_ = true;
+                continue;
+            }
         }
         if (seen.what == observation::kind::invalid) {
             // Only bytes can be mid-write (exclusive_create); a symlink or directory never becomes a record.

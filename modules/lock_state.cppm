@@ -161,7 +161,8 @@ private:
 
     file_lock::impl& lock_;
     deadline until_;
-    bool armed_ = false; ///< the path's wake sources are set up and drained for this acquire
+    bool armed_ = false;                ///< the path's wake sources are set up and drained for this acquire
+    bool look_before_claiming_ = false; ///< the next step reads the lock file before it claims
     backoff backoff_;
     int unreadable_reads_ = 0;
     sys::file_identity unreadable_identity_;
