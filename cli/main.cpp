@@ -9,7 +9,7 @@
 namespace {
 
 constexpr std::string_view usage_text =
-    R"(usage: openlock run [--timeout SEC] [--verbose] LOCKFILE -- COMMAND [ARGS...]
+    R"(usage: openlock run [--timeout SEC] [--lifetime SEC] [--verbose] LOCKFILE -- COMMAND [ARGS...]
        openlock status [--json] LOCKFILE
        openlock break [--force] LOCKFILE
        openlock --help | --version
@@ -17,8 +17,11 @@ constexpr std::string_view usage_text =
 run     acquire LOCKFILE (waiting at most SEC seconds; default forever), run COMMAND, release.
         Exits with COMMAND's status; 75 on timeout (stderr names the holder), 127 when COMMAND is not found.
         While waiting, a terminal (or --verbose) shows who holds the lock and for how long we have waited.
-status  unlocked, held, stale or invalid, and the holder's pid, name, host (--json: one JSON object).
-break   remove LOCKFILE if its holder is provably gone; --force also removes a live holder's lock (with a warning).
+        --lifetime: take a lease of SEC seconds, refreshed while COMMAND runs (NFS, other hosts: anyone may
+        break it once it has run out); a lost lease is reported on stderr at once.
+status  unlocked, held, expired, stale or invalid, and the holder's pid, name, host, lease end (--json: one
+        JSON object).
+break   remove LOCKFILE if its holder is provably gone or its lease ran out; --force also removes a live holder's lock (with a warning).
 
 Exit statuses of openlock itself: 64 bad arguments, 65 LOCKFILE is not a lock file, 73 the lock file cannot be
 created or read, 75 timeout, 1 break refused.

@@ -29,6 +29,7 @@ using clock = std::chrono::steady_clock;
 
 struct run_request {
     std::optional<double> timeout_seconds;
+    std::optional<double> lifetime_seconds;
     bool verbose = false;
     std::filesystem::path lock_file;
     std::vector<std::string> command;
@@ -45,6 +46,11 @@ run_request parse(std::span<char* const> arguments) {
             request.timeout_seconds = parse_seconds("--timeout", arguments[i]);
         } else if (argument.starts_with("--timeout=")) {
             request.timeout_seconds = parse_seconds("--timeout", argument.substr(10));
+        } else if (argument == "--lifetime" || argument == "-l") {
+            if (++i == arguments.size()) throw usage("--lifetime needs a number of seconds");
+            request.lifetime_seconds = parse_seconds("--lifetime", arguments[i]);
+        } else if (argument.starts_with("--lifetime=")) {
+            request.lifetime_seconds = parse_seconds("--lifetime", argument.substr(11));
         } else if (argument == "--verbose" || argument == "-v") {
             request.verbose = true;
         } else if (argument.starts_with("-") && argument.size() > 1) {
@@ -165,7 +171,19 @@ int run_command(std::span<char* const> arguments) {
     auto const request = parse(arguments);
     std::optional<file_lock> constructed;
     try {
-        constructed.emplace(request.lock_file);
+        auto settings = get_defaults();
+        if (request.lifetime_seconds) {
+            // A lease kept alive while the command runs; losing it (we were frozen past it, or someone broke
+            // it) is said at once: the command may no longer be alone.
+            settings.lifetime = std::chrono::ceil<std::chrono::nanoseconds>(
+                std::chrono::duration<double>(std::min(*request.lifetime_seconds, 3e8)));
+            settings.keep_alive = true;
+            settings.on_lost = [](std::filesystem::path const& lost) {
+                complain("warning: lost the lock " + lost.string() +
+                         " while the command runs (its lease was broken or the file replaced)");
+            };
+        }
+        constructed.emplace(request.lock_file, std::nullopt, std::move(settings));
     } catch (invalid_option const& e) {
         throw usage(std::string{"run: "} + e.what());
     }

@@ -62,13 +62,16 @@ std::string utc_time(std::chrono::system_clock::time_point when) {
     return text;
 }
 
-// The CLI's four states: the library's ours/theirs/unknown are all "held".
+// The CLI's five states: the library's ours/theirs/unknown are all "held", ours/theirs_expired "expired".
 char const* cli_state(lock_state state) {
     switch (state) {
     case lock_state::unlocked:
         return "unlocked";
     case lock_state::stale:
         return "stale";
+    case lock_state::ours_expired:
+    case lock_state::theirs_expired:
+        return "expired";
     case lock_state::invalid:
         return "invalid";
     default:
@@ -88,6 +91,9 @@ std::string as_json(std::filesystem::path const& lock_file, lock_status const& s
                ",\"version\":" + std::to_string(record.version);
         if (record.start_time) out += ",\"start_time\":" + std::to_string(*record.start_time);
         if (record.acquired) out += ",\"acquired\":" + json_string(utc_time(*record.acquired));
+        if (record.lifetime)
+            out += ",\"lifetime\":" + std::to_string(std::chrono::duration<double>(*record.lifetime).count());
+        if (status.expires) out += ",\"expires\":" + json_string(utc_time(*status.expires));
     }
     if (!status.problem.empty()) out += ",\"problem\":" + json_string(status.problem);
     return out + "}";
@@ -105,7 +111,12 @@ std::string as_text(std::filesystem::path const& lock_file, lock_status const& s
     }
     auto const& record = *status.record;
     std::string since = record.acquired ? " since " + utc_time(*record.acquired) : "";
+    if (status.expires) since += ", lease ends " + utc_time(*status.expires);
     switch (status.state) {
+    case lock_state::ours_expired:
+    case lock_state::theirs_expired:
+        return name + ": expired: the lease of " + describe_holder(record) + since +
+               " has run out; the next acquire breaks it";
     case lock_state::stale:
         return name + ": stale: " + describe_holder(record) + " is gone" + since;
     case lock_state::unknown:
@@ -157,6 +168,8 @@ int break_command(std::span<char* const> arguments) {
     }
     if (before.state == lock_state::stale) {
         std::puts(("removed the stale lock of " + describe_holder(*before.record)).c_str());
+    } else if (before.state == lock_state::theirs_expired || before.state == lock_state::ours_expired) {
+        std::puts(("removed the expired lock of " + describe_holder(*before.record)).c_str());
     } else if (before.state == lock_state::invalid) {
         complain("warning: removed " + request.lock_file.string() + ", which held no lock record (" +
                  before.problem + ")");

@@ -479,3 +479,49 @@ TEST_CASE("cli: run with the lock file in a missing directory exits 73 with a on
     CHECK(contains(result.err, lock.string()));
     CHECK(test::names_in(dir.path()).empty());
 }
+
+TEST_CASE("cli: run --lifetime takes a lease and keeps it alive while the command runs") {
+    test::scratch_dir dir;
+    auto const lock = dir / "leased.lock";
+    // The command outlives four lifetimes; status (default clock_slop 2 s, so only a dead keeper would show
+    // "expired" after 0.3 + 2 s) must see the lease alive at the end.
+    auto const result = test::run_cli({"run", "--lifetime", "0.3", lock.string(), "--", "sh", "-c",
+                                       R"(sleep 2.6; "$0" status --json "$1")", OPENLOCK_CLI, lock.string()});
+    INFO("stdout: " << result.out << "stderr: " << result.err);
+    CHECK(result.status == 0);
+    CHECK(contains(result.out, R"("state":"held")"));
+    CHECK(contains(result.out, R"("lifetime":0.3)"));
+    CHECK(contains(result.out, R"("expires":")"));
+    CHECK(result.err.empty());
+    CHECK(test::names_in(dir.path()).empty());
+}
+
+TEST_CASE("cli: status shows an expired lease, and break removes it") {
+    test::scratch_dir dir;
+    auto const lock = dir / "expired.lock";
+    openlock::lock_record record;
+    record.pid = 4242;
+    record.name = "worker";
+    record.version = 1;
+    record.host = "some-other-host";
+    record.nonce = "0123456789abcdef0123456789abcdef";
+    record.acquired = std::chrono::system_clock::now() - std::chrono::hours{1};
+    record.lifetime = std::chrono::seconds{60};
+    test::write_file(lock, openlock::serialize_record(record));
+    // A lease's end is also the file's modification time once refreshed: written now, it would read as fresh.
+    fs::last_write_time(lock, fs::file_time_type::clock::now() - std::chrono::hours{1});
+    auto const json = test::run_cli({"status", "--json", lock.string()});
+    CHECK(contains(json.out, R"("state":"expired")"));
+    CHECK(contains(json.out, R"("judged":"theirs_expired")"));
+    auto const text = test::run_cli({"status", lock.string()});
+    CHECK(contains(text.out, "expired"));
+    CHECK(contains(text.out, "lease ends"));
+    auto const broken = test::run_cli({"break", lock.string()});
+    CHECK(broken.status == 0);
+    CHECK(contains(broken.out, "removed the expired lock"));
+    CHECK_FALSE(fs::exists(lock));
+}
+
+TEST_CASE("cli: run --lifetime 0 is a usage error") {
+    check_usage_error({"run", "--lifetime", "0", "x.lock", "--", "true"});
+}

@@ -220,6 +220,8 @@ TEST_CASE("leases: the clock slop delays breaking by that much") {
     record.acquired = system_clock::now() - 10s;
     record.lifetime = 9s; // ended a second ago
     test::write_file(path, openlock::serialize_record(record));
+    // The file's modification time counts as a refreshed end: make it the acquisition time, as a claim does.
+    fs::last_write_time(path, fs::file_time_type::clock::now() - 10s);
     CHECK(openlock::inspect(path, leased(1s, 5s)).state == openlock::lock_state::unknown);
     CHECK(openlock::inspect(path, leased(1s, 0s)).state == openlock::lock_state::theirs_expired);
     openlock::file_lock patient{path, std::nullopt, leased(1s, 5s)};
