@@ -132,9 +132,28 @@ acquisition::next acquisition::step(failure& error) {
             free_to_claim = seen.what == observation::kind::absent;
         }
         if (free_to_claim) {
-            switch (
-                try_claim(lock_file, lock_.method, *lock_.local, lock_.lifetime(), attempt, seen, error)) {
+            claim_terms terms{lock_.lifetime(), std::nullopt};
+            std::uint64_t last_token = 0;
+            if (settings.fencing) {
+                if (!read_last_token(lock_file, last_token, error)) return next::failed;
+                terms.token = last_token + 1;
+            }
+            switch (try_claim(lock_file, lock_.method, *lock_.local, terms, attempt, seen, error)) {
             case claim_result::acquired:
+                if (terms.token) {
+                    // Another acquisition may have taken and released the lock between our read of the last
+                    // token and our claim, with the same token: ours must be new now, or we give it back.
+                    if (!read_last_token(lock_file, last_token, error)) {
+                        failure ignored;
+                        release_claim(lock_file, attempt, ignored);
+                        return next::failed;
+                    }
+                    if (last_token >= *terms.token) {
+                        failure ignored;
+                        release_claim(lock_file, attempt, ignored);
+                        continue;
+                    }
+                }
                 lock_.hold(attempt);
                 return next::acquired;
             case claim_result::no_anonymous_files:

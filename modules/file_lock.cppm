@@ -144,6 +144,11 @@ public:
     [[nodiscard]] bool still_held() const;
     [[nodiscard]] bool still_held(std::error_code& error) const noexcept;
 
+    /// With options::fencing: the held acquisition's fencing token, strictly greater than that of every
+    /// earlier acquisition of this lock file by any process; 0 when this object does not hold the lock or the
+    /// lock was taken without fencing.
+    [[nodiscard]] std::uint64_t token() const noexcept;
+
     [[nodiscard]] std::filesystem::path const& lock_file() const noexcept;
     [[nodiscard]] std::optional<duration> timeout() const noexcept;
     [[nodiscard]] options const& settings() const noexcept;
@@ -152,7 +157,9 @@ public:
     /// acquire(): waits up to timeout(), throwing timeout_error after it.
     void lock() { acquire(); }
     [[nodiscard]] bool try_lock() { return try_acquire(); }
-    void unlock() { release(); }
+    /// release() that never throws (std::unique_lock and std::scoped_lock call it from destructors): a lock
+    /// found broken or replaced is reported as diagnostic::kind::lock_lost instead of not_locked.
+    void unlock() noexcept;
     template <class Rep, class Period>
     [[nodiscard]] bool try_lock_for(std::chrono::duration<Rep, Period> const& timeout) {
         return try_acquire_for(to_duration(timeout));

@@ -25,7 +25,8 @@ struct diagnostic {
         stale_lock_removed,  ///< a lock whose holder is provably gone was removed
         leftover_removed,    ///< a claim file or takeover guard of a dead process was cleaned up
         expired_lock_broken, ///< a lock whose lease had expired (by more than clock_slop) was removed
-        lock_lost,           ///< a lock this process held was broken or replaced (found by keep-alive)
+        lock_lost,           ///< a lock this process held was broken or replaced (keep-alive, unlock())
+        release_failed,      ///< unlock() could not release the lock (the error is in detail)
     };
     kind what;
     std::filesystem::path path;
@@ -58,6 +59,10 @@ struct options {
     /// lock is held. A refresh that finds the lock broken or replaced reports diagnostic::kind::lock_lost,
     /// calls on_lost, and stops; still_held() then says false.
     bool keep_alive = false;
+    /// Fencing tokens: every acquisition gets a token() strictly greater than every earlier acquisition's of
+    /// the same lock file (kept in "<lock>.token" beside it), so that a resource can refuse a holder whose
+    /// lease was broken. Costs a guarded release (a few more file operations per acquire+release).
+    bool fencing = false;
     /// Called (from the keep-alive thread) when keep-alive finds that the lock was lost.
     std::function<void(std::filesystem::path const&)> on_lost;
     /// Receives diagnostics; called from the thread that runs the lock operation. Empty: nothing is reported.

@@ -1,5 +1,6 @@
 module;
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -8,6 +9,7 @@ module;
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 module openlock;
@@ -213,7 +215,61 @@ bool is_orphaned(std::string const& nonce) {
     return std::find(orphans().begin(), orphans().end(), nonce) != orphans().end();
 }
 
+// Under the guard: no other process writes the token file now, so a staged copy left there is a crash's.
+void remove_token_leftovers(fs::path const& lock_file) {
+    auto const prefix = helper_stem(lock_file) + ".token.";
+    std::vector<std::string> names;
+    if (sys::list_directory(directory_of(lock_file), names)) return;
+    for (auto const& name : names)
+        if (name.starts_with(prefix) && is_nonce(std::string_view{name}.substr(prefix.size())))
+            sys::remove_file(lock_file.parent_path() / name);
+}
+
+// Under the guard: records `token` as the last one unless a later one is recorded already.
+bool raise_last_token(fs::path const& lock_file, std::uint64_t token, failure& error) {
+    std::uint64_t last = 0;
+    if (!read_last_token(lock_file, last, error)) return false;
+    if (last >= token) return true;
+    remove_token_leftovers(lock_file);
+    auto const staged = sibling(lock_file, ".token." + sys::random_nonce());
+    sys::file_identity ignored;
+    if (auto const code = sys::create_exclusive(staged, std::to_string(token) + "\n", ignored)) {
+        error = {code, staged, "cannot write the fencing token"};
+        return false;
+    }
+    if (auto const code = sys::replace_file(staged, token_path(lock_file))) {
+        sys::remove_file(staged);
+        error = {code, token_path(lock_file), "cannot record the fencing token"};
+        return false;
+    }
+    return true;
+}
+
 } // namespace
+
+fs::path token_path(fs::path const& lock_file) {
+    return sibling(lock_file, ".token");
+}
+
+bool read_last_token(fs::path const& lock_file, std::uint64_t& last, failure& error) {
+    auto const path = token_path(lock_file);
+    sys::file_content content;
+    if (auto const code = sys::read_file(path, 64, content)) {
+        error = {code, path, "cannot read the fencing token"};
+        return false;
+    }
+    last = 0;
+    if (content.kind == sys::entry_kind::absent) return true;
+    std::string_view digits = content.bytes;
+    if (digits.ends_with('\n')) digits.remove_suffix(1);
+    auto const [end, code] = std::from_chars(digits.data(), digits.data() + digits.size(), last);
+    if (content.kind != sys::entry_kind::regular || digits.empty() || code != std::errc{} ||
+        end != digits.data() + digits.size()) {
+        error = {errc::invalid_lock_file, path, "the fencing token file does not hold a number"};
+        return false;
+    }
+    return true;
+}
 
 fs::path guard_path(fs::path const& lock_file) {
     return sibling(lock_file, ".takeover");
@@ -262,8 +318,11 @@ std::optional<std::chrono::system_clock::time_point>
 lease_expiry(lock_record const& record, std::chrono::system_clock::time_point modified) {
     if (!record.lifetime) return std::nullopt;
     if (!record.acquired) return modified;
-    auto const first_end =
-        *record.acquired + std::chrono::duration_cast<std::chrono::system_clock::duration>(*record.lifetime);
+    // Saturating: a record may say anything, and an overflow would look like a lease that ended long ago.
+    using duration = std::chrono::system_clock::duration;
+    auto const lifetime = std::chrono::duration_cast<duration>(*record.lifetime);
+    auto const latest = std::chrono::system_clock::time_point::max();
+    auto const first_end = *record.acquired > latest - lifetime ? latest : *record.acquired + lifetime;
     return std::max(first_end, modified);
 }
 
@@ -273,7 +332,8 @@ verdict judge(lock_record const& record, std::chrono::system_clock::time_point m
     auto const expiry = lease_expiry(record, modified);
     if (holder == verdict::stale || !expiry) return holder;
     auto const slop = std::chrono::duration_cast<std::chrono::system_clock::duration>(clock_slop);
-    return std::chrono::system_clock::now() > *expiry + slop ? verdict::expired : holder;
+    auto const now = std::chrono::system_clock::now();
+    return *expiry < now - slop ? verdict::expired : holder;
 }
 
 verdict judge(observation const& seen, options const& settings) {
@@ -309,7 +369,7 @@ bool observe(fs::path const& lock_file, observation& out, failure& error) {
     return true;
 }
 
-lock_record make_record(std::string nonce, std::optional<std::chrono::nanoseconds> lifetime) {
+lock_record make_record(std::string nonce, claim_terms const& terms) {
     auto const me = sys::current_process();
     lock_record record;
     record.pid = me.pid;
@@ -321,21 +381,22 @@ lock_record make_record(std::string nonce, std::optional<std::chrono::nanosecond
     record.start_time = me.start_time;
     record.nonce = std::move(nonce);
     record.acquired = std::chrono::system_clock::now();
-    record.lifetime = lifetime;
+    record.lifetime = terms.lifetime;
+    record.token = terms.token;
     return record;
 }
 
-claim_result try_claim(fs::path const& lock_file, claim_method method, bool local,
-                       std::optional<std::chrono::nanoseconds> lifetime, claim& out, observation& seen,
-                       failure& error) {
+claim_result try_claim(fs::path const& lock_file, claim_method method, bool local, claim_terms const& terms,
+                       claim& out, observation& seen, failure& error) {
     out = {};
     // A kept descriptor or a kept claim name pins the inode: on a local file system the lock file having that
     // inode proves it is ours. FUSE and network file systems may number inodes per name (sshfs).
     out.identity_is_proof = local;
     out.nonce = sys::random_nonce();
     out.owner_pid = sys::current_pid();
-    auto const record = make_record(out.nonce, lifetime);
-    out.lifetime = lifetime;
+    auto const record = make_record(out.nonce, terms);
+    out.lifetime = terms.lifetime;
+    out.token = terms.token;
     out.acquired = *record.acquired;
     // A new lease needs no file time: its first end is in the record (acquired + lifetime), and the file's
     // own modification time (now) is earlier.
@@ -422,8 +483,27 @@ bool still_ours(fs::path const& lock_file, claim const& held, failure& error) {
 }
 
 bool release_claim(fs::path const& lock_file, claim const& held, failure& error) {
+    // A fenced lock records its token as the last one before its file goes, under the guard: a release that
+    // checked "ours", then stalled while the lock was broken and taken again, would otherwise record an older
+    // token over a newer one.
+    // A leased lock's holder is alive while a breaker may remove it (its lease ran out): without the guard,
+    // our check and our unlink could straddle the breaker's removal and a new holder's claim.
+    std::optional<takeover_guard> guard;
+    if (held.token || held.lifetime) {
+        guard.emplace(lock_file);
+        auto outcome = takeover_guard::outcome::busy;
+        std::string guard_holder;
+        for (int attempt = 0; attempt < 200 && outcome == takeover_guard::outcome::busy; ++attempt) {
+            if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds{5});
+            outcome = guard->try_hold(options{}, guard_holder, error);
+        }
+        if (outcome == takeover_guard::outcome::busy)
+            error = {errc::timeout, lock_file, guard_holder + " holds the takeover guard"};
+        if (outcome != takeover_guard::outcome::held) return false;
+    }
     failure unclear;
     bool const ours = still_ours(lock_file, held, unclear);
+    if (ours && held.token && !raise_last_token(lock_file, *held.token, error)) return false;
     if (ours) {
         if (auto const removal = sys::remove_file(lock_file)) {
             error = {removal, lock_file, "cannot remove the lock file"};
@@ -503,6 +583,11 @@ takeover_report remove_observed(fs::path const& lock_file, observation const& ob
     bool const removable = force || breakable(judged);
     report_back.result = takeover_result::changed;
     if (same && removable && now.what != observation::kind::absent) {
+        if (now.what == observation::kind::held && now.record.token &&
+            !raise_last_token(lock_file, *now.record.token, error)) {
+            report_back.result = takeover_result::failed;
+            return report_back;
+        }
         if (auto const code = sys::remove_file(lock_file)) {
             error = {code, lock_file, "cannot remove the stale lock file"};
             report_back.result = takeover_result::failed;

@@ -72,7 +72,14 @@ struct claim {
     sys::file_identity identity;
     bool identity_is_proof = false; ///< the inode is pinned on a file system with stable inode numbers
     std::optional<std::chrono::nanoseconds> lifetime; ///< the lease it was taken with
+    std::optional<std::uint64_t> token;               ///< its fencing token (options::fencing)
     std::chrono::system_clock::time_point acquired;
+};
+
+/// What an acquisition writes into its record beyond the holder's identity.
+struct claim_terms {
+    std::optional<std::chrono::nanoseconds> lifetime;
+    std::optional<std::uint64_t> token;
 };
 
 /// The method a lock uses when asked for `automatic`.
@@ -81,20 +88,25 @@ claim_method resolve_method(claim_method requested, bool local);
 bool is_local(std::filesystem::path const& lock_file);
 
 /// This process's record for a new acquisition.
-lock_record make_record(std::string nonce, std::optional<std::chrono::nanoseconds> lifetime = std::nullopt);
+lock_record make_record(std::string nonce, claim_terms const& terms = {});
 
 enum class claim_result { acquired, taken, no_hard_links, no_anonymous_files, failed };
 /// One attempt to make the lock file appear with our record; when taken, `seen` is what holds it.
 /// `local`: the directory is on a local file system (stable inode numbers; see is_local).
 claim_result try_claim(std::filesystem::path const& lock_file, claim_method method, bool local,
-                       std::optional<std::chrono::nanoseconds> lifetime, claim& out, observation& seen,
-                       failure& error);
+                       claim_terms const& terms, claim& out, observation& seen, failure& error);
+
+/// Fencing (docs/protocol.md, "Fencing tokens"): the highest token any acquisition of this lock has
+/// finished with, kept in "<stem>.token" beside it (0 when there is none yet). Read fresh (open + read).
+bool read_last_token(std::filesystem::path const& lock_file, std::uint64_t& last, failure& error);
+std::filesystem::path token_path(std::filesystem::path const& lock_file);
 
 /// True when the lock file is still the one this claim made (identity where that proves it, else the nonce).
 /// False with error empty when it was removed or replaced; false with error set when it cannot be checked.
 bool still_ours(std::filesystem::path const& lock_file, claim const& held, failure& error);
 
-/// Removes the lock file if it is still the one this claim made; not_locked when it is not.
+/// Removes the lock file if it is still the one this claim made; not_locked when it is not. With a fencing
+/// token, under the takeover guard and after recording the token as the last one.
 bool release_claim(std::filesystem::path const& lock_file, claim const& held, failure& error);
 
 enum class takeover_result {

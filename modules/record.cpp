@@ -142,6 +142,11 @@ parsed_record parse_record(std::string_view text) {
             record.lifetime = parse_seconds(value);
             if (!record.lifetime || *record.lifetime <= std::chrono::nanoseconds::zero())
                 return failure(record_status::malformed, "the lifetime is not a positive number of seconds");
+        } else if (key == "token") {
+            std::uint64_t number = 0;
+            if (!parse_decimal(value, number) || number == 0)
+                return failure(record_status::malformed, "the fencing token is not a positive number");
+            record.token = number;
         } else if (key == "acquired") {
             record.acquired = parse_time(value);
             if (!record.acquired)
@@ -178,6 +183,7 @@ std::string serialize_record(lock_record const& record) {
     if (record.start_time) field("start_time", std::to_string(*record.start_time));
     field("nonce", record.nonce);
     if (record.acquired) field("acquired", format_time(*record.acquired));
+    if (record.token && *record.token > 0) field("token", std::to_string(*record.token));
     if (record.lifetime && *record.lifetime > std::chrono::nanoseconds::zero())
         field("lifetime", format_seconds(*record.lifetime));
     for (auto const& [key, value] : record.extra)

@@ -15,8 +15,8 @@ export namespace openlock {
 
 /// Who holds a lock, as written in the lock file. Version 1 text format (docs/protocol.md):
 ///   "<pid>\n<name>\nversion=1\nhost=...\nboot_id=...\npid_ns=...\nstart_time=...\nnonce=...\nacquired=...\n"
-/// and "lifetime=<seconds>\n" for a lease. The first two lines are those of Python openlock; unknown keys are
-/// kept, in order, for forward compatibility.
+/// and "lifetime=<seconds>\n" for a lease, "token=<n>\n" for a fenced lock. The first two lines are those of
+/// Python openlock; unknown keys are kept, in order, for forward compatibility.
 struct lock_record {
     std::int64_t pid = 0;
     std::string name;          ///< the holder's process name (what the OS reports for the pid)
@@ -31,6 +31,8 @@ struct lock_record {
     /// A lease: the lock expires `lifetime` after `acquired`, or at the lock file's modification time when
     /// the holder has refreshed it to a later one (docs/protocol.md, "Leases"). None: no lease.
     std::optional<std::chrono::nanoseconds> lifetime;
+    /// The acquisition's fencing token (options::fencing): greater than every earlier acquisition's.
+    std::optional<std::uint64_t> token;
     std::vector<std::pair<std::string, std::string>> extra; ///< keys this version does not know
 
     friend bool operator==(lock_record const&, lock_record const&) = default;

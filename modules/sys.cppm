@@ -110,6 +110,9 @@ std::error_code make_directory(std::filesystem::path const& path);
 /// rename(from, to) for a directory: succeeds only while `to` is absent or an empty directory.
 std::error_code rename_directory(std::filesystem::path const& from, std::filesystem::path const& to);
 
+/// rename(from, to) for a file: atomically replaces `to` (readers see the old or the new file, never a mix).
+std::error_code replace_file(std::filesystem::path const& from, std::filesystem::path const& to);
+
 /// rmdir: succeeds only on an empty directory.
 std::error_code remove_directory(std::filesystem::path const& path);
 

@@ -7,13 +7,16 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <cstdint>
 #include <filesystem>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <sys/wait.h>
 #include <system_error>
 #include <thread>
 #include <unistd.h>
+#include <vector>
 
 import openlock;
 
@@ -313,4 +316,111 @@ TEST_CASE("leases: the record format keeps the lifetime exactly and rejects a ba
         auto const text = std::string{"1\nsh\nversion=1\nnonce=n\nlifetime="} + bad + "\n";
         CHECK(openlock::parse_record(text).status == openlock::record_status::malformed);
     }
+}
+
+TEST_CASE("leases: a lifetime far beyond what system_clock holds never reads as expired") {
+    test::scratch_dir dir;
+    auto const path = dir / "forever.lock";
+    openlock::lock_record record;
+    record.pid = 4242;
+    record.name = "worker";
+    record.version = 1;
+    record.host = "some-other-host";
+    record.nonce = "0123456789abcdef0123456789abcdef";
+    record.acquired = system_clock::now();
+    record.lifetime = std::chrono::seconds{8'000'000'000}; // acquired + lifetime overflows 64-bit nanoseconds
+    test::write_file(path, openlock::serialize_record(record));
+    CHECK(openlock::inspect(path, leased(1s, 0s)).state == openlock::lock_state::unknown);
+    openlock::file_lock lock{path, std::nullopt, leased(1s, 0s)};
+    CHECK_FALSE(lock.try_acquire());
+}
+
+TEST_CASE("unlock() never throws: a lost lock is reported as lock_lost instead") {
+    test::scratch_dir dir;
+    auto const path = dir / "unlocked.lock";
+    int lost = 0;
+    auto settings = leased(30s);
+    settings.on_diagnostic = [&](openlock::diagnostic const& what) {
+        if (what.what == openlock::diagnostic::kind::lock_lost) ++lost;
+    };
+    openlock::file_lock lock{path, std::nullopt, settings};
+    {
+        std::unique_lock guard{lock};
+        replace_with_other_record(path);
+    } // unlock() from the destructor: would be std::terminate if it threw
+    CHECK(lost == 1);
+    CHECK_FALSE(lock.owns_lock());
+    static_assert(noexcept(lock.unlock()));
+}
+
+TEST_CASE("fencing: every acquisition's token is greater than every earlier one, across objects and breaks") {
+    for (auto const method : every_method) {
+        CAPTURE(static_cast<int>(method));
+        test::scratch_dir dir;
+        auto const path = dir / "fenced.lock";
+        auto settings = leased(200ms, 0ms, method);
+        settings.fencing = true;
+        openlock::file_lock first{path, std::nullopt, settings};
+        CHECK(first.token() == 0); // not held
+        first.acquire();
+        auto const one = first.token();
+        CHECK(one >= 1);
+        CHECK(openlock::parse_record(test::read_file(path)).record.token ==
+              std::optional<std::uint64_t>{one});
+        first.release();
+        CHECK(first.token() == 0);
+
+        openlock::file_lock second{path, std::nullopt, settings};
+        second.acquire();
+        auto const two = second.token();
+        CHECK(two > one);
+        // A holder whose lease runs out is broken by the next acquirer, who still gets a greater token.
+        std::this_thread::sleep_for(300ms);
+        int ready[2];
+        REQUIRE(::pipe(ready) == 0);
+        pid_t const breaker = ::fork();
+        if (breaker == 0) {
+            ::close(ready[0]);
+            int status = 1;
+            try {
+                openlock::file_lock other{path, std::nullopt, settings};
+                other.acquire(5s);
+                auto const three = other.token();
+                (void)!::write(ready[1], &three, sizeof three);
+                other.release();
+                status = 0;
+            } catch (...) {
+            }
+            ::_exit(status);
+        }
+        ::close(ready[1]);
+        std::uint64_t three = 0;
+        REQUIRE(::read(ready[0], &three, sizeof three) == sizeof three);
+        ::close(ready[0]);
+        int status = -1;
+        REQUIRE(::waitpid(breaker, &status, 0) == breaker);
+        CHECK(WIFEXITED(status));
+        CHECK(WEXITSTATUS(status) == 0);
+        CHECK(three > two);
+        CHECK_FALSE(second.still_held());
+        CHECK_THROWS_AS(second.release(), openlock::not_locked);
+
+        first.acquire();
+        CHECK(first.token() > three);
+        first.release();
+        // The last token stays beside the lock: nothing else is left.
+        CHECK(test::names_in(dir.path()) == std::vector<std::string>{"fenced.lock.token"});
+    }
+}
+
+TEST_CASE("fencing: a token file that holds no number is a typed error and is left alone") {
+    test::scratch_dir dir;
+    auto const path = dir / "bad-token.lock";
+    test::write_file(dir / "bad-token.lock.token", "not a number\n");
+    openlock::options settings;
+    settings.fencing = true;
+    openlock::file_lock lock{path, std::nullopt, settings};
+    CHECK_THROWS_AS(lock.acquire(), openlock::invalid_lock_file);
+    CHECK(test::read_file(dir / "bad-token.lock.token") == "not a number\n");
+    CHECK_FALSE(fs::exists(path));
 }

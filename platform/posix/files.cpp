@@ -51,10 +51,15 @@ entry_kind kind_of(mode_t mode) noexcept {
     return entry_kind::other;
 }
 
+// Saturating: a file time beyond what system_clock holds (year 2262) reads as the latest time there is.
 std::chrono::system_clock::time_point as_time_point(std::int64_t seconds, std::int64_t nanoseconds) noexcept {
-    return std::chrono::system_clock::time_point{
-        std::chrono::duration_cast<std::chrono::system_clock::duration>(
-            std::chrono::seconds{seconds} + std::chrono::nanoseconds{nanoseconds})};
+    using duration = std::chrono::system_clock::duration;
+    constexpr auto most_seconds =
+        std::chrono::duration_cast<std::chrono::seconds>(duration::max()).count() - 1;
+    if (seconds >= most_seconds) return std::chrono::system_clock::time_point::max();
+    if (seconds <= -most_seconds) return std::chrono::system_clock::time_point::min();
+    return std::chrono::system_clock::time_point{std::chrono::duration_cast<duration>(
+        std::chrono::seconds{seconds} + std::chrono::nanoseconds{nanoseconds})};
 }
 
 struct timespec as_timespec(std::chrono::system_clock::time_point when) noexcept {
@@ -203,6 +208,11 @@ std::error_code make_directory(std::filesystem::path const& path) {
 }
 
 std::error_code rename_directory(std::filesystem::path const& from, std::filesystem::path const& to) {
+    if (::rename(from.c_str(), to.c_str()) != 0) return last_error();
+    return {};
+}
+
+std::error_code replace_file(std::filesystem::path const& from, std::filesystem::path const& to) {
     if (::rename(from.c_str(), to.c_str()) != 0) return last_error();
     return {};
 }
