@@ -383,6 +383,14 @@ bool file_lock::impl::release(detail::failure& error) {
     }
     stop_keeper();
     bool const released = detail::release_claim(lock_file, *releasing, error);
+    if (!released && error.code != errc::not_locked) {
+        // The file could not be removed (or checked): it is still ours, and so is the duty to remove it. Keep
+        // holding, so that release() can be tried again and the exit handler tries at the end.
+        std::lock_guard guard{mutex};
+        registration = detail::held_locks::instance().add(lock_file, *releasing);
+        if (settings.keep_alive && releasing->lifetime) start_keeper();
+        return false;
+    }
     leave_gate();
     return released;
 }

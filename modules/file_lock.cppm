@@ -97,8 +97,9 @@ public:
     [[nodiscard]] bool try_acquire(std::error_code& error) noexcept;
 
     /// Removes the lock file if it is still ours. Throws invalid_release when this object does not hold the
-    /// lock, not_locked when the lock was broken or replaced while held (this object no longer holds it
-    /// either way).
+    /// lock, not_locked when the lock was broken or replaced while held (this object no longer holds it),
+    /// lock_error when the file could not be removed or checked (EACCES, EIO): the lock is then still held,
+    /// and release() may be called again (the exit handler tries once more at exit).
     void release();
     void release(std::error_code& error) noexcept;
 

@@ -98,6 +98,29 @@ bool remove_dead_owner_directory(fs::path const& directory) {
     return true;
 }
 
+// A process killed between creating a helper file (or directory) and writing its record leaves it empty, with
+// no owner to judge. Nothing of ours stays empty for long: after this much time it is abandoned.
+constexpr auto abandoned_after = std::chrono::minutes{1};
+
+bool older_than(fs::path const& path, std::chrono::minutes age) {
+    std::error_code failed;
+    auto const written = fs::last_write_time(path, failed);
+    return !failed && fs::file_time_type::clock::now() - written > age;
+}
+
+bool abandoned_empty_file(fs::path const& file) {
+    sys::file_content content;
+    return !sys::read_file(file, 1, content) && content.kind == sys::entry_kind::regular &&
+           content.bytes.empty() && older_than(file, abandoned_after);
+}
+
+bool remove_abandoned_empty_directory(fs::path const& directory) {
+    std::vector<std::string> names;
+    return is_real_directory(directory) && !sys::list_directory(directory, names) && names.empty() &&
+           older_than(directory, abandoned_after) &&
+           !sys::remove_directory(directory); // rmdir: only if empty
+}
+
 // Under the guard: claim files and half-made guard directories of dead processes next to this lock.
 void sweep_leftovers(fs::path const& lock_file, options const& settings) {
     auto const stem = helper_stem(lock_file);
@@ -110,10 +133,10 @@ void sweep_leftovers(fs::path const& lock_file, options const& settings) {
         auto const path = lock_file.parent_path() / name;
         bool removed = false;
         if (name.starts_with(claim_prefix) && is_nonce(std::string_view{name}.substr(claim_prefix.size()))) {
-            removed = left_by_dead_process(path) && !sys::remove_file(path);
+            removed = (left_by_dead_process(path) || abandoned_empty_file(path)) && !sys::remove_file(path);
         } else if (name.starts_with(guard_prefix) &&
                    is_nonce(std::string_view{name}.substr(guard_prefix.size()))) {
-            removed = remove_dead_owner_directory(path);
+            removed = remove_dead_owner_directory(path) || remove_abandoned_empty_directory(path);
         }
         if (removed)
             report(settings, diagnostic::kind::leftover_removed, path, "left by a process that is gone");
@@ -170,12 +193,16 @@ public:
     }
 
 private:
+    // Names made here carry our fresh nonce: on failure, whatever stands there is ours to remove.
     std::error_code stage() {
-        if (auto const code = sys::make_directory(staging_)) return code;
+        if (auto const code = sys::make_directory(staging_)) {
+            sys::remove_directory(staging_);
+            return code;
+        }
         sys::file_identity ignored;
         auto const code =
             sys::create_exclusive(staging_ / nonce_, serialize_record(make_record(nonce_)), ignored);
-        if (code) sys::remove_directory(staging_);
+        if (code) unstage();
         return code;
     }
 
@@ -419,6 +446,9 @@ claim_result try_claim(fs::path const& lock_file, claim_method method, bool loca
     } else {
         out.claim_file = sibling(lock_file, ".claim." + out.nonce);
         if (auto const creation = sys::create_exclusive(out.claim_file, text, out.identity)) {
+            // The name carries our fresh nonce: whatever stands there now (a file made although the call
+            // failed, EEXIST after an NFS retransmission) is ours to remove.
+            sys::remove_file(out.claim_file);
             error = {creation, out.claim_file, "cannot create the claim file"};
             return claim_result::failed;
         }

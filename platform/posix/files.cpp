@@ -26,6 +26,7 @@ module;
 #include <string>
 #include <string_view>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <system_error>
 #include <unistd.h>
 #include <vector>
@@ -77,6 +78,25 @@ std::chrono::system_clock::time_point fresh_modification_time(int fd, struct sta
     struct stat status{};
     auto const& known = ::fstat(fd, &status) == 0 ? status : fallback;
     return as_time_point(known.st_mtim.tv_sec, known.st_mtim.tv_nsec);
+}
+
+// lstat(2) that asks the server where statx can (NFS and FUSE clients answer plain lstat from a cache that
+// may be seconds old: a release would misjudge its own lock file, a waiter see a file that is gone).
+int fresh_lstat(char const* path, struct stat& out) noexcept {
+    struct statx fresh{};
+    if (::statx(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW | AT_STATX_FORCE_SYNC, STATX_BASIC_STATS, &fresh) != 0) {
+        if (errno != ENOSYS && errno != EINVAL) return -1;
+        return ::lstat(path, &out);
+    }
+    out = {};
+    out.st_mode = fresh.stx_mode;
+    out.st_dev = makedev(fresh.stx_dev_major, fresh.stx_dev_minor);
+    out.st_ino = fresh.stx_ino;
+    out.st_nlink = fresh.stx_nlink;
+    out.st_size = static_cast<off_t>(fresh.stx_size);
+    out.st_mtim = {static_cast<time_t>(fresh.stx_mtime.tv_sec), static_cast<long>(fresh.stx_mtime.tv_nsec)};
+    out.st_ctim = {static_cast<time_t>(fresh.stx_ctime.tv_sec), static_cast<long>(fresh.stx_ctime.tv_nsec)};
+    return 0;
 }
 
 class unique_fd {
@@ -144,7 +164,7 @@ std::error_code remove_file(std::filesystem::path const& path) {
 
 std::error_code identify(std::filesystem::path const& path, file_identity& out) {
     struct stat status{};
-    if (::lstat(path.c_str(), &status) != 0) return last_error();
+    if (fresh_lstat(path.c_str(), status) != 0) return last_error();
     out = identity_of(status);
     return {};
 }
@@ -152,7 +172,7 @@ std::error_code identify(std::filesystem::path const& path, file_identity& out) 
 std::error_code read_file(std::filesystem::path const& path, std::size_t limit, file_content& out) {
     out = {};
     struct stat before{};
-    if (::lstat(path.c_str(), &before) != 0) {
+    if (fresh_lstat(path.c_str(), before) != 0) {
         if (errno == ENOENT) return {};
         return last_error();
     }
@@ -172,8 +192,13 @@ std::error_code read_file(std::filesystem::path const& path, std::size_t limit, 
         }
         return last_error();
     }
+    // A FUSE client may answer ENOENT here, after the open, for a file removed meanwhile: it is absent.
+    auto const gone = [&out] {
+        out = {};
+        return std::error_code{};
+    };
     struct stat opened{};
-    if (::fstat(fd.get(), &opened) != 0) return last_error();
+    if (::fstat(fd.get(), &opened) != 0) return errno == ENOENT ? gone() : last_error();
     out.kind = kind_of(opened.st_mode);
     out.identity = identity_of(opened);
     out.changed = static_cast<std::int64_t>(opened.st_ctim.tv_sec) * 1'000'000'000 + opened.st_ctim.tv_nsec;
@@ -185,7 +210,7 @@ std::error_code read_file(std::filesystem::path const& path, std::size_t limit, 
         auto const got = ::read(fd.get(), out.bytes.data() + filled, out.bytes.size() - filled);
         if (got < 0) {
             if (errno == EINTR) continue;
-            return last_error();
+            return errno == ENOENT ? gone() : last_error();
         }
         if (got == 0) break;
         filled += static_cast<std::size_t>(got);
