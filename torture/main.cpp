@@ -199,7 +199,7 @@ int main(int argc, char** argv) {
         run.seed = base.seed + runs.size();
         run.work = work / ("run-" + std::to_string(runs.size()));
         // A waiter killed between its O_EXCL create and its write leaves an empty lock file that nobody may
-        // remove (docs/protocol.md 9.2): with known failures allowed, exclusive_create only loses holders.
+        // remove (docs/protocol.md R2): with known failures allowed, exclusive_create only loses holders.
         if (run.allow_known && m == "exclusive_create") run.kill_waiters = false;
         runs.push_back(std::move(run));
     };

@@ -414,14 +414,9 @@ private:
         std::error_code error;
         if (config_.method == "exclusive_create" && fs::is_regular_file(lock_file(), error) &&
             fs::file_size(lock_file(), error) == 0)
-            return "an empty lock file (exclusive_create: created, never written; docs/protocol.md 9.2)";
-        auto const record = read_all(lock_file());
-        auto const pid = std::atoll(record.c_str());
-        for (int slot = 0; slot < config_.workers; ++slot) {
-            auto const& s = shared_->slots[slot];
-            if (pid > 0 && s.pid.load() == pid && s.holding.load() == 0 && s.release_errors.load() != 0)
-                return "the lock file names a live worker whose release() failed and dropped the claim";
-        }
+            return "an empty lock file (exclusive_create: created, never written; docs/protocol.md R2)";
+        // (A release that failed once dropped the claim for good; it keeps the lock held now, and the workers
+        // retry: that stall is no longer known, it is a failure.)
         return {};
     }
 
@@ -505,7 +500,7 @@ private:
         if (result_.final_acquire_failed || !leftovers.empty()) {
             if (result_.known_leftovers != 0)
                 std::printf("  %zu of %zu leftovers are documented clutter (empty claim files or staging "
-                            "directories, docs/protocol.md 9.1)\n",
+                            "directories, docs/protocol.md R1)\n",
                             result_.known_leftovers, result_.leftovers);
             std::printf("  %s in %s (seed %llu, method %s, faults %s):\n",
                         leftovers.empty() ? "directory" : "LEFTOVERS", lock_directory().c_str(),
@@ -521,7 +516,7 @@ private:
         return text.size() == 32 && text.find_first_not_of("0123456789abcdef") == std::string_view::npos;
     }
 
-    // Documented clutter (docs/protocol.md 9.1): an empty claim file, or a staging directory that is empty or
+    // Documented clutter (docs/protocol.md R1): an empty claim file, or a staging directory that is empty or
     // holds only its owner's empty file. Such names cannot be attributed to a process, so no sweep removes
     // them.
     static bool is_documented_clutter(fs::directory_entry const& entry) {
