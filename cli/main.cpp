@@ -18,7 +18,8 @@ run     acquire LOCKFILE (waiting at most SEC seconds; default forever), run COM
         Exits with COMMAND's status; 75 on timeout (stderr names the holder), 127 when COMMAND is not found.
         While waiting, a terminal (or --verbose) shows who holds the lock and for how long we have waited.
         --lifetime: take a lease of SEC seconds, refreshed while COMMAND runs (NFS, other hosts: anyone may
-        break it once it has run out); a lost lease is reported on stderr at once.
+        break it once it has run out); a lost lease is reported on stderr at once. COMMAND gets the
+        acquisition's fencing token in OPENLOCK_TOKEN (greater than every earlier one; kept in LOCKFILE.token).
 status  unlocked, held, expired, stale or invalid, and the holder's pid, name, host, lease end (--json: one
         JSON object).
 break   remove LOCKFILE if its holder is provably gone or its lease ran out; --force also removes a live holder's lock (with a warning).

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <optional>
 #include <span>
@@ -178,6 +179,7 @@ int run_command(std::span<char* const> arguments) {
             settings.lifetime = std::chrono::ceil<std::chrono::nanoseconds>(
                 std::chrono::duration<double>(std::min(*request.lifetime_seconds, 3e8)));
             settings.keep_alive = true;
+            settings.fencing = true; // the command gets OPENLOCK_TOKEN to hand to what it protects
             settings.on_lost = [](std::filesystem::path const& lost) {
                 complain("warning: lost the lock " + lost.string() +
                          " while the command runs (its lease was broken or the file replaced)");
@@ -232,6 +234,9 @@ int run_command(std::span<char* const> arguments) {
 
     int status = 0;
     try {
+        if (auto const token = lock.token(); token != 0)
+            ::setenv("OPENLOCK_TOKEN", std::to_string(token).c_str(),
+                     1); // the child inherits our environment
         status = run_child(request.command);
     } catch (std::exception const& e) {
         complain(request.command.front() + ": " + e.what());

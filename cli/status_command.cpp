@@ -94,6 +94,7 @@ std::string as_json(std::filesystem::path const& lock_file, lock_status const& s
         if (record.lifetime)
             out += ",\"lifetime\":" + std::to_string(std::chrono::duration<double>(*record.lifetime).count());
         if (status.expires) out += ",\"expires\":" + json_string(utc_time(*status.expires));
+        if (record.token) out += ",\"token\":" + std::to_string(*record.token);
     }
     if (!status.problem.empty()) out += ",\"problem\":" + json_string(status.problem);
     return out + "}";
@@ -112,6 +113,7 @@ std::string as_text(std::filesystem::path const& lock_file, lock_status const& s
     auto const& record = *status.record;
     std::string since = record.acquired ? " since " + utc_time(*record.acquired) : "";
     if (status.expires) since += ", lease ends " + utc_time(*status.expires);
+    if (record.token) since += ", token " + std::to_string(*record.token);
     switch (status.state) {
     case lock_state::ours_expired:
     case lock_state::theirs_expired:

@@ -486,14 +486,21 @@ TEST_CASE("cli: run --lifetime takes a lease and keeps it alive while the comman
     // The command outlives four lifetimes; status (default clock_slop 2 s, so only a dead keeper would show
     // "expired" after 0.3 + 2 s) must see the lease alive at the end.
     auto const result = test::run_cli({"run", "--lifetime", "0.3", lock.string(), "--", "sh", "-c",
-                                       R"(sleep 2.6; "$0" status --json "$1")", OPENLOCK_CLI, lock.string()});
+                                       R"(sleep 2.6; "$0" status --json "$1"; echo "token=$OPENLOCK_TOKEN")",
+                                       OPENLOCK_CLI, lock.string()});
     INFO("stdout: " << result.out << "stderr: " << result.err);
     CHECK(result.status == 0);
     CHECK(contains(result.out, R"("state":"held")"));
     CHECK(contains(result.out, R"("lifetime":0.3)"));
     CHECK(contains(result.out, R"("expires":")"));
     CHECK(result.err.empty());
-    CHECK(test::names_in(dir.path()).empty());
+    CHECK(contains(result.out, R"("token":1)"));
+    CHECK(contains(result.out, "token=1\n"));
+    CHECK(test::names_in(dir.path()) == std::vector<std::string>{"leased.lock.token"});
+    // The next run gets a greater token.
+    auto const again =
+        test::run_cli({"run", "--lifetime", "5", lock.string(), "--", "sh", "-c", "echo $OPENLOCK_TOKEN"});
+    CHECK(again.out == "2\n");
 }
 
 TEST_CASE("cli: status shows an expired lease, and break removes it") {
