@@ -145,12 +145,12 @@ acquisition::next acquisition::step(failure& error) {
                     // token and our claim, with the same token: ours must be new now, or we give it back.
                     if (!read_last_token(lock_file, last_token, error)) {
                         failure ignored;
-                        release_claim(lock_file, attempt, ignored);
+                        if (!release_claim(lock_file, attempt, ignored)) remember_orphan(attempt.nonce);
                         return next::failed;
                     }
                     if (last_token >= *terms.token) {
                         failure ignored;
-                        release_claim(lock_file, attempt, ignored);
+                        if (!release_claim(lock_file, attempt, ignored)) remember_orphan(attempt.nonce);
                         continue;
                     }
                 }

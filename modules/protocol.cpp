@@ -4,6 +4,7 @@ module;
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -232,10 +233,14 @@ std::vector<std::string>& orphans() {
     return *nonces;
 }
 
+} // namespace
+
 void remember_orphan(std::string const& nonce) {
     std::lock_guard guard{orphans_mutex};
     orphans().push_back(nonce);
 }
+
+namespace {
 
 bool is_orphaned(std::string const& nonce) {
     std::lock_guard guard{orphans_mutex};
@@ -290,8 +295,9 @@ bool read_last_token(fs::path const& lock_file, std::uint64_t& last, failure& er
     std::string_view digits = content.bytes;
     if (digits.ends_with('\n')) digits.remove_suffix(1);
     auto const [end, code] = std::from_chars(digits.data(), digits.data() + digits.size(), last);
+    // The largest value has no successor: a file that says so was not written by us.
     if (content.kind != sys::entry_kind::regular || digits.empty() || code != std::errc{} ||
-        end != digits.data() + digits.size()) {
+        end != digits.data() + digits.size() || last == std::numeric_limits<std::uint64_t>::max()) {
         error = {errc::invalid_lock_file, path, "the fencing token file does not hold a number"};
         return false;
     }
@@ -540,12 +546,13 @@ bool release_claim(fs::path const& lock_file, claim const& held, failure& error)
             return false;
         }
     }
-    if (!held.claim_file.empty()) sys::remove_file(held.claim_file);
-    if (ours) return true;
     if (unclear.code) {
+        // Still held as far as we know: the claim file stays, it pins the inode that proves ownership.
         error = unclear;
         return false;
     }
+    if (!held.claim_file.empty()) sys::remove_file(held.claim_file);
+    if (ours) return true;
     error = {errc::not_locked, lock_file, "the lock file was removed or replaced while held"};
     return false;
 }

@@ -101,6 +101,10 @@ claim_result try_claim(std::filesystem::path const& lock_file, claim_method meth
 bool read_last_token(std::filesystem::path const& lock_file, std::uint64_t& last, failure& error);
 std::filesystem::path token_path(std::filesystem::path const& lock_file);
 
+/// Our claim with this nonce may stand at the lock path although we do not hold it (an unclear link, a
+/// give-back that failed): judge() calls such a record stale, so that the next look removes it.
+void remember_orphan(std::string const& nonce);
+
 /// True when the lock file is still the one this claim made (identity where that proves it, else the nonce).
 /// False with error empty when it was removed or replaced; false with error set when it cannot be checked.
 bool still_ours(std::filesystem::path const& lock_file, claim const& held, failure& error);

@@ -424,3 +424,14 @@ TEST_CASE("fencing: a token file that holds no number is a typed error and is le
     CHECK(test::read_file(dir / "bad-token.lock.token") == "not a number\n");
     CHECK_FALSE(fs::exists(path));
 }
+
+TEST_CASE("fencing: a token file at the largest value is a typed error, not an endless retry") {
+    test::scratch_dir dir;
+    auto const path = dir / "max-token.lock";
+    test::write_file(dir / "max-token.lock.token", "18446744073709551615\n");
+    openlock::options settings;
+    settings.fencing = true;
+    openlock::file_lock lock{path, std::nullopt, settings};
+    CHECK_THROWS_AS((void)lock.try_acquire(), openlock::invalid_lock_file);
+    CHECK_FALSE(fs::exists(path));
+}
