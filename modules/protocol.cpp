@@ -38,6 +38,23 @@ std::string helper_stem(fs::path const& lock_file) {
     return name.substr(0, longest_plain - tail.size()) + tail;
 }
 
+// Whether something (anything) stands at the lock path now.
+bool name_taken(fs::path const& lock_file) {
+    sys::file_identity ignored;
+    return !sys::identify(lock_file, ignored);
+}
+
+fs::path sibling(fs::path const& lock_file, std::string const& suffix);
+
+// A second link to our claim file, under a fresh name of our own (the sweep knows its shape): when it works,
+// the file system has hard links, whatever the link to the lock path answered.
+bool hard_links_work(fs::path const& lock_file, fs::path const& claim_file) {
+    auto const probe = sibling(lock_file, ".claim." + sys::random_nonce());
+    auto const code = sys::make_link(claim_file, probe);
+    if (!code) sys::remove_file(probe);
+    return !sys::means_no_hard_links(code);
+}
+
 fs::path sibling(fs::path const& lock_file, std::string const& suffix) {
     return lock_file.parent_path() / (helper_stem(lock_file) + suffix);
 }
@@ -68,13 +85,21 @@ std::string describe_type(sys::entry_kind kind) {
     }
 }
 
-// A record file of ours (a claim file, a guard's owner file) whose writer is provably gone.
-bool left_by_dead_process(fs::path const& file) {
+// A record file of ours (a claim file, a guard's owner file) whose writer is provably gone. With settings, a
+// claim file of another host's holder whose lease ran out counts too (its time is the lease's end: refresh
+// touches the same inode), so that crashed holders elsewhere leave none behind.
+bool left_by_dead_process(fs::path const& file, options const* settings = nullptr) {
     sys::file_content content;
     if (sys::read_file(file, max_record_size, content) || content.kind != sys::entry_kind::regular)
         return false;
     auto const parsed = parse_record(content.bytes);
-    return parsed.status == record_status::ok && judge(parsed.record) == verdict::stale;
+    if (parsed.status != record_status::ok) return false;
+    auto const holder = judge(parsed.record);
+    if (holder == verdict::stale) return true;
+    // A live local holder keeps its claim file even past its lease: the file pins the inode that its release
+    // compares (a freed inode number may come back as the next holder's lock file).
+    return settings && holder != verdict::live &&
+           judge(parsed.record, content.modified, settings->clock_slop) == verdict::expired;
 }
 
 bool is_nonce(std::string_view text) {
@@ -134,7 +159,8 @@ void sweep_leftovers(fs::path const& lock_file, options const& settings) {
         auto const path = lock_file.parent_path() / name;
         bool removed = false;
         if (name.starts_with(claim_prefix) && is_nonce(std::string_view{name}.substr(claim_prefix.size()))) {
-            removed = (left_by_dead_process(path) || abandoned_empty_file(path)) && !sys::remove_file(path);
+            removed = (left_by_dead_process(path, &settings) || abandoned_empty_file(path)) &&
+                      !sys::remove_file(path);
         } else if (name.starts_with(guard_prefix) &&
                    is_nonce(std::string_view{name}.substr(guard_prefix.size()))) {
             removed = remove_dead_owner_directory(path) || remove_abandoned_empty_directory(path);
@@ -448,7 +474,7 @@ claim_result try_claim(fs::path const& lock_file, claim_method method, bool loca
         }
         code = sys::link_anonymous(out.pin, lock_file);
         if (!code) return claim_result::acquired;
-        if (sys::means_no_hard_links(code)) return claim_result::no_hard_links;
+        if (sys::means_no_hard_links(code) && !name_taken(lock_file)) return claim_result::no_hard_links;
     } else {
         out.claim_file = sibling(lock_file, ".claim." + out.nonce);
         if (auto const creation = sys::create_exclusive(out.claim_file, text, out.identity)) {
@@ -461,10 +487,19 @@ claim_result try_claim(fs::path const& lock_file, claim_method method, bool loca
         code = sys::make_link(out.claim_file, lock_file);
         if (!code) return claim_result::acquired;
         if (sys::means_no_hard_links(code)) {
-            sys::remove_file(out.claim_file);
-            return claim_result::no_hard_links;
+            // sshfs answers a link that lost the race to another client with EPERM (the SFTP server's generic
+            // failure), not EEXIST. A link to a second name of our own tells that from a file system without
+            // hard links.
+            if (!hard_links_work(lock_file, out.claim_file)) {
+                sys::remove_file(out.claim_file);
+                return claim_result::no_hard_links;
+            }
+            code = std::make_error_code(std::errc::file_exists);
         }
     }
+    // The same EPERM from an O_EXCL create (exclusive_create on sshfs) with the name taken means "taken".
+    if (method == claim_method::exclusive_create && sys::means_no_hard_links(code) && name_taken(lock_file))
+        code = std::make_error_code(std::errc::file_exists);
     // EEXIST, or an unclear answer (EIO; an NFS retransmission of a request that did succeed): the lock is
     // ours exactly when the lock file holds our nonce. Reading it (not stat) revalidates NFS client caches.
     failure unreadable;

@@ -10,7 +10,7 @@ cmake_version=4.3.1
 packages=(
   clang-19 clang-tools-19 lld-19 libclang-rt-19-dev llvm-19
   libboost1.81-dev doctest-dev libmsgsl-dev libbenchmark-dev
-  ninja-build clang-format-19 git ca-certificates spin
+  ninja-build clang-format-19 git ca-certificates spin bindfs fuse3 sshfs openssh-server
 )
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 

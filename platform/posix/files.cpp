@@ -192,13 +192,14 @@ std::error_code read_file(std::filesystem::path const& path, std::size_t limit, 
         }
         return last_error();
     }
-    // A FUSE client may answer ENOENT here, after the open, for a file removed meanwhile: it is absent.
+    // A FUSE client may answer ENOENT here (NFS: ESTALE), after the open, for a file removed meanwhile by
+    // another client: it is absent (the claim itself is decided by an atomic link, never by this read).
     auto const gone = [&out] {
         out = {};
         return std::error_code{};
     };
     struct stat opened{};
-    if (::fstat(fd.get(), &opened) != 0) return errno == ENOENT ? gone() : last_error();
+    if (::fstat(fd.get(), &opened) != 0) return errno == ENOENT || errno == ESTALE ? gone() : last_error();
     out.kind = kind_of(opened.st_mode);
     out.identity = identity_of(opened);
     out.changed = static_cast<std::int64_t>(opened.st_ctim.tv_sec) * 1'000'000'000 + opened.st_ctim.tv_nsec;
@@ -210,7 +211,7 @@ std::error_code read_file(std::filesystem::path const& path, std::size_t limit, 
         auto const got = ::read(fd.get(), out.bytes.data() + filled, out.bytes.size() - filled);
         if (got < 0) {
             if (errno == EINTR) continue;
-            return errno == ENOENT ? gone() : last_error();
+            return errno == ENOENT || errno == ESTALE ? gone() : last_error();
         }
         if (got == 0) break;
         filled += static_cast<std::size_t>(got);
