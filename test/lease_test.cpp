@@ -8,10 +8,12 @@
 #include <chrono>
 #include <csignal>
 #include <cstdint>
+#include <fcntl.h>
 #include <filesystem>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <system_error>
 #include <thread>
@@ -434,4 +436,41 @@ TEST_CASE("fencing: a token file at the largest value is a typed error, not an e
     openlock::file_lock lock{path, std::nullopt, settings};
     CHECK_THROWS_AS((void)lock.try_acquire(), openlock::invalid_lock_file);
     CHECK_FALSE(fs::exists(path));
+}
+
+TEST_CASE("leases: a lock file time beyond what system_clock holds saturates instead of overflowing") {
+    test::scratch_dir dir;
+    auto const path = dir / "far-future.lock";
+    openlock::lock_record record;
+    record.pid = 4242;
+    record.name = "worker";
+    record.version = 1;
+    record.host = "some-other-host";
+    record.nonce = "0123456789abcdef0123456789abcdef";
+    record.acquired = system_clock::now() - 1h;
+    record.lifetime = 1s;
+    test::write_file(path, openlock::serialize_record(record));
+    // Year 2400 (ext4 and tmpfs keep it): beyond 64-bit nanoseconds since 1970. A refreshed end that far out
+    // keeps the lease alive; it must not wrap into the past.
+    struct timespec const far[2] = {{13'569'465'600, 0}, {13'569'465'600, 0}};
+    if (::utimensat(AT_FDCWD, path.c_str(), far, 0) != 0) {
+        MESSAGE("the file system does not keep a time in 2400: skipped");
+        return;
+    }
+    auto const status = openlock::inspect(path, leased(1s, 0s));
+    CHECK(status.state == openlock::lock_state::unknown);
+    REQUIRE(status.expires.has_value());
+    CHECK(*status.expires > system_clock::now() + std::chrono::hours{24 * 365 * 200});
+}
+
+TEST_CASE("fencing: the record format rejects a zero or unparsable token") {
+    auto const good = openlock::parse_record("1\nsh\nversion=1\nnonce=n\ntoken=42\n");
+    REQUIRE(good.status == openlock::record_status::ok);
+    CHECK(good.record.token == std::optional<std::uint64_t>{42});
+    CHECK(openlock::parse_record(openlock::serialize_record(good.record)).record == good.record);
+    for (char const* bad : {"0", "-1", "x", "", "18446744073709551616", "1.5"}) {
+        CAPTURE(bad);
+        auto const text = std::string{"1\nsh\nversion=1\nnonce=n\ntoken="} + bad + "\n";
+        CHECK(openlock::parse_record(text).status == openlock::record_status::malformed);
+    }
 }
