@@ -422,19 +422,6 @@ bool acquire_blocking(file_lock::impl& lock, detail::deadline const& until, deta
     }
 }
 
-template <class Operation>
-void into_error_code(std::error_code& error, Operation&& operation) noexcept {
-    try {
-        detail::failure failure;
-        error = {};
-        if (!operation(failure)) error = failure.code;
-    } catch (std::system_error const& e) {
-        error = e.code();
-    } catch (...) {
-        error = std::make_error_code(std::errc::not_enough_memory);
-    }
-}
-
 } // namespace
 
 file_lock::file_lock(std::filesystem::path lock_file) : file_lock(std::move(lock_file), std::nullopt) {}
@@ -478,7 +465,7 @@ void file_lock::acquire() {
 
 void file_lock::acquire(std::error_code& error) noexcept {
     if (impl_->timeout) return acquire_for(*impl_->timeout, error);
-    into_error_code(
+    detail::into_error_code(
         error, [&](detail::failure& failure) { return acquire_blocking(*impl_, std::nullopt, failure); });
 }
 
@@ -488,7 +475,7 @@ void file_lock::acquire_for(duration timeout) {
 }
 
 void file_lock::acquire_for(duration timeout, std::error_code& error) noexcept {
-    into_error_code(error, [&](detail::failure& failure) {
+    detail::into_error_code(error, [&](detail::failure& failure) {
         return acquire_blocking(*impl_, detail::deadline_after(timeout), failure);
     });
 }
@@ -519,7 +506,7 @@ void file_lock::release() {
 }
 
 void file_lock::release(std::error_code& error) noexcept {
-    into_error_code(error, [&](detail::failure& failure) { return impl_->release(failure); });
+    detail::into_error_code(error, [&](detail::failure& failure) { return impl_->release(failure); });
 }
 
 bool file_lock::locked() const {
@@ -531,7 +518,7 @@ bool file_lock::locked() const {
 
 bool file_lock::locked(std::error_code& error) const noexcept {
     bool result = false;
-    into_error_code(error, [&](detail::failure& failure) {
+    detail::into_error_code(error, [&](detail::failure& failure) {
         detail::observation seen;
         if (!detail::observe(impl_->lock_file, seen, failure)) return false;
         result = seen.what == detail::observation::kind::invalid ||

@@ -80,19 +80,6 @@ bool refresh_held(file_lock::impl& lock, detail::failure& error) {
     return false;
 }
 
-template <class Operation>
-void into_error_code(std::error_code& error, Operation&& operation) noexcept {
-    try {
-        detail::failure failure;
-        error = {};
-        if (!operation(failure)) error = failure.code;
-    } catch (std::system_error const& e) {
-        error = e.code();
-    } catch (...) {
-        error = std::make_error_code(std::errc::not_enough_memory);
-    }
-}
-
 } // namespace
 
 file_lock::impl::~impl() {
@@ -167,7 +154,7 @@ void file_lock::refresh() {
 }
 
 void file_lock::refresh(std::error_code& error) noexcept {
-    into_error_code(error, [&](detail::failure& failure) { return refresh_held(*impl_, failure); });
+    detail::into_error_code(error, [&](detail::failure& failure) { return refresh_held(*impl_, failure); });
 }
 
 std::optional<std::chrono::system_clock::time_point> file_lock::expiration() const {
@@ -223,7 +210,7 @@ bool file_lock::still_held() const {
 
 bool file_lock::still_held(std::error_code& error) const noexcept {
     bool result = false;
-    into_error_code(error, [&](detail::failure& failure) {
+    detail::into_error_code(error, [&](detail::failure& failure) {
         detail::claim held;
         {
             std::lock_guard guard{impl_->mutex};

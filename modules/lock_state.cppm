@@ -14,6 +14,7 @@ module;
 #include <random>
 #include <stop_token>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -64,6 +65,20 @@ private:
     std::vector<std::pair<std::uint64_t, entry>> entries_;
     std::uint64_t last_id_ = 0;
 };
+
+/// Runs a fallible operation for a non-throwing overload: its failure's code, or the code of what it threw.
+template <class Operation>
+void into_error_code(std::error_code& error, Operation&& operation) noexcept {
+    try {
+        failure failed;
+        error = {};
+        if (!operation(failed)) error = failed.code;
+    } catch (std::system_error const& e) {
+        error = e.code();
+    } catch (...) {
+        error = std::make_error_code(std::errc::not_enough_memory);
+    }
+}
 
 /// True once the exit handler has begun releasing this process's locks.
 bool process_exiting() noexcept;

@@ -43,6 +43,17 @@ constexpr openlock::claim_method every_method[] = {openlock::claim_method::anony
                                                    openlock::claim_method::hard_link,
                                                    openlock::claim_method::exclusive_create};
 
+// A holder on another host: never judged by its process, only by its lease (if any).
+openlock::lock_record other_host_record() {
+    openlock::lock_record record;
+    record.pid = 4242;
+    record.name = "worker";
+    record.version = 1;
+    record.host = "some-other-host";
+    record.nonce = "0123456789abcdef0123456789abcdef";
+    return record;
+}
+
 // Replaces the lock file by another holder's record (a new name, so every method sees a new file).
 void replace_with_other_record(fs::path const& path) {
     auto record = openlock::parse_record(test::read_file(path)).record;
@@ -183,14 +194,9 @@ TEST_CASE("leases: a frozen holder past its lease is broken, and learns on thawi
 TEST_CASE("leases: a holder on another host is broken only once its lease expired") {
     test::scratch_dir dir;
     auto const path = dir / "remote.lock";
-    openlock::lock_record record;
-    record.pid = 4242;
-    record.name = "worker";
-    record.version = 1;
-    record.host = "some-other-host";
+    auto record = other_host_record();
     record.boot_id = "another-boot";
     record.pid_namespace = "pid:[1]";
-    record.nonce = "0123456789abcdef0123456789abcdef";
     record.acquired = system_clock::now();
     record.lifetime = 600ms;
     test::write_file(path, openlock::serialize_record(record));
@@ -200,7 +206,6 @@ TEST_CASE("leases: a holder on another host is broken only once its lease expire
     CHECK_FALSE(lock.try_acquire());
     std::this_thread::sleep_for(800ms); // past expiry + slop
     CHECK(lock.state() == openlock::lock_state::theirs_expired);
-    std::vector<openlock::diagnostic::kind> seen;
     CHECK(lock.try_acquire());
     lock.release();
     CHECK(test::names_in(dir.path()).empty());
@@ -216,12 +221,7 @@ TEST_CASE("leases: a holder on another host is broken only once its lease expire
 TEST_CASE("leases: the clock slop delays breaking by that much") {
     test::scratch_dir dir;
     auto const path = dir / "slop.lock";
-    openlock::lock_record record;
-    record.pid = 4242;
-    record.name = "worker";
-    record.version = 1;
-    record.host = "some-other-host";
-    record.nonce = "0123456789abcdef0123456789abcdef";
+    auto record = other_host_record();
     record.acquired = system_clock::now() - 10s;
     record.lifetime = 9s; // ended a second ago
     test::write_file(path, openlock::serialize_record(record));
@@ -323,12 +323,7 @@ TEST_CASE("leases: the record format keeps the lifetime exactly and rejects a ba
 TEST_CASE("leases: a lifetime far beyond what system_clock holds never reads as expired") {
     test::scratch_dir dir;
     auto const path = dir / "forever.lock";
-    openlock::lock_record record;
-    record.pid = 4242;
-    record.name = "worker";
-    record.version = 1;
-    record.host = "some-other-host";
-    record.nonce = "0123456789abcdef0123456789abcdef";
+    auto record = other_host_record();
     record.acquired = system_clock::now();
     record.lifetime = std::chrono::seconds{8'000'000'000}; // acquired + lifetime overflows 64-bit nanoseconds
     test::write_file(path, openlock::serialize_record(record));
@@ -441,12 +436,7 @@ TEST_CASE("fencing: a token file at the largest value is a typed error, not an e
 TEST_CASE("leases: a lock file time beyond what system_clock holds saturates instead of overflowing") {
     test::scratch_dir dir;
     auto const path = dir / "far-future.lock";
-    openlock::lock_record record;
-    record.pid = 4242;
-    record.name = "worker";
-    record.version = 1;
-    record.host = "some-other-host";
-    record.nonce = "0123456789abcdef0123456789abcdef";
+    auto record = other_host_record();
     record.acquired = system_clock::now() - 1h;
     record.lifetime = 1s;
     test::write_file(path, openlock::serialize_record(record));
