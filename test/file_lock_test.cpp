@@ -48,20 +48,10 @@ openlock::lock_record record_of_this_process(fs::path const& directory) {
     return parsed.record;
 }
 
-// A pid that names no process: a child that has exited and been reaped.
-std::int64_t pid_of_a_reaped_child() {
-    pid_t const pid = ::fork();
-    if (pid == 0) ::_exit(0);
-    REQUIRE(pid > 0);
-    int status = 0;
-    REQUIRE(::waitpid(pid, &status, 0) == pid);
-    return pid;
-}
-
 // This process's record with the pid of a process that is gone: provably stale.
 openlock::lock_record stale_record(fs::path const& directory) {
     auto record = record_of_this_process(directory);
-    record.pid = pid_of_a_reaped_child();
+    record.pid = test::pid_of_a_reaped_child();
     record.nonce = "0123456789abcdef0123456789abcdef";
     return record;
 }

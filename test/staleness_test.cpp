@@ -65,19 +65,9 @@ openlock::lock_record record_of_this_process(fs::path const& directory) {
     return parsed.record;
 }
 
-// A pid that names no process: a child that has exited and been reaped.
-std::int64_t pid_of_a_reaped_child() {
-    pid_t const pid = ::fork();
-    if (pid == 0) ::_exit(0);
-    REQUIRE(pid > 0);
-    int status = 0;
-    REQUIRE(::waitpid(pid, &status, 0) == pid);
-    return pid;
-}
-
 openlock::lock_record dead_record(fs::path const& directory, std::string nonce = nonce_a) {
     auto record = record_of_this_process(directory);
-    record.pid = pid_of_a_reaped_child();
+    record.pid = test::pid_of_a_reaped_child();
     record.nonce = std::move(nonce);
     return record;
 }

@@ -1,5 +1,7 @@
 #include "support/support.hpp"
 
+#include <doctest/doctest.h>
+
 #include <algorithm>
 #include <boost/asio/read.hpp>
 #include <boost/asio/read_until.hpp>
@@ -12,6 +14,7 @@
 #include <random>
 #include <sstream>
 #include <sys/wait.h>
+#include <unistd.h>
 
 namespace test {
 
@@ -41,6 +44,15 @@ void write_file(fs::path const& path, std::string const& bytes) {
 std::string read_file(fs::path const& path) {
     std::ifstream in{path, std::ios::binary};
     return {std::istreambuf_iterator<char>{in}, std::istreambuf_iterator<char>{}};
+}
+
+std::int64_t pid_of_a_reaped_child() {
+    pid_t const pid = ::fork();
+    if (pid == 0) ::_exit(0);
+    REQUIRE(pid > 0);
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    return pid;
 }
 
 std::vector<std::string> names_in(fs::path const& directory) {

@@ -10,6 +10,7 @@
 #include <boost/process/v2/process.hpp>
 #include <boost/process/v2/stdio.hpp>
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -37,6 +38,9 @@ private:
 void write_file(fs::path const& path, std::string const& bytes);
 /// Reads a whole file; empty when absent.
 std::string read_file(fs::path const& path);
+/// A pid that names no process: a child that has exited and been reaped.
+std::int64_t pid_of_a_reaped_child();
+
 /// The names in a directory, sorted.
 std::vector<std::string> names_in(fs::path const& directory);
 
