@@ -9,7 +9,8 @@
 namespace {
 
 constexpr std::string_view usage_text =
-    R"(usage: openlock run [--timeout SEC] [--lifetime SEC] [--verbose] LOCKFILE -- COMMAND [ARGS...]
+    R"(usage: openlock run [--timeout SEC] [--lifetime SEC] [--format openlock|flufl] [--verbose]
+                    LOCKFILE -- COMMAND [ARGS...]
        openlock status [--json] LOCKFILE
        openlock break [--force] LOCKFILE
        openlock --help | --version
@@ -20,6 +21,8 @@ run     acquire LOCKFILE (waiting at most SEC seconds; default forever), run COM
         --lifetime: take a lease of SEC seconds, refreshed while COMMAND runs (NFS, other hosts: anyone may
         break it once it has run out); a lost lease is reported on stderr at once. COMMAND gets the
         acquisition's fencing token in OPENLOCK_TOKEN (greater than every earlier one; kept in LOCKFILE.token).
+        --format flufl: lock files as Python's flufl.lock writes them, so both exclude each other (always a
+        lease, kept alive; flufl's 15 s unless --lifetime; no fencing token).
 status  unlocked, held, expired, stale or invalid, and the holder's pid, name, host, lease end (--json: one
         JSON object).
 break   remove LOCKFILE if its holder is provably gone or its lease ran out; --force also removes a live holder's lock (with a warning).

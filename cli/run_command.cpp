@@ -31,6 +31,7 @@ using clock = std::chrono::steady_clock;
 struct run_request {
     std::optional<double> timeout_seconds;
     std::optional<double> lifetime_seconds;
+    lock_format format = lock_format::openlock;
     bool verbose = false;
     std::filesystem::path lock_file;
     std::vector<std::string> command;
@@ -52,6 +53,18 @@ run_request parse(std::span<char* const> arguments) {
             request.lifetime_seconds = parse_seconds("--lifetime", arguments[i]);
         } else if (argument.starts_with("--lifetime=")) {
             request.lifetime_seconds = parse_seconds("--lifetime", argument.substr(11));
+        } else if (argument == "--format" || argument.starts_with("--format=")) {
+            std::string_view value;
+            if (argument == "--format") {
+                if (++i == arguments.size()) throw usage("--format needs openlock or flufl");
+                value = arguments[i];
+            } else {
+                value = argument.substr(9);
+            }
+            if (value == "flufl")
+                request.format = lock_format::flufl;
+            else if (value != "openlock")
+                throw usage("--format must be openlock or flufl, not '" + std::string{value} + "'");
         } else if (argument == "--verbose" || argument == "-v") {
             request.verbose = true;
         } else if (argument.starts_with("-") && argument.size() > 1) {
@@ -173,13 +186,18 @@ int run_command(std::span<char* const> arguments) {
     std::optional<file_lock> constructed;
     try {
         auto settings = get_defaults();
+        settings.format = request.format;
         if (request.lifetime_seconds) {
-            // A lease kept alive while the command runs; losing it (we were frozen past it, or someone broke
-            // it) is said at once: the command may no longer be alone.
             settings.lifetime = std::chrono::ceil<std::chrono::nanoseconds>(
                 std::chrono::duration<double>(std::min(*request.lifetime_seconds, 3e8)));
+        }
+        if (effective_lifetime(settings)) {
+            // A lease (flufl's format always has one) kept alive while the command runs; losing it (we were
+            // frozen past it, or someone broke it) is said at once: the command may no longer be alone.
             settings.keep_alive = true;
-            settings.fencing = true; // the command gets OPENLOCK_TOKEN to hand to what it protects
+            // The command gets OPENLOCK_TOKEN to hand to what it protects; flufl's lock file has no room for
+            // a token.
+            settings.fencing = request.format == lock_format::openlock;
             settings.on_lost = [](std::filesystem::path const& lost) {
                 complain("warning: lost the lock " + lost.string() +
                          " while the command runs (its lease was broken or the file replaced)");

@@ -88,7 +88,8 @@ std::string as_json(std::filesystem::path const& lock_file, lock_status const& s
         out += ",\"pid\":" + std::to_string(record.pid) + ",\"name\":" + json_string(record.name) +
                ",\"host\":" + json_string(record.host) + ",\"boot_id\":" + json_string(record.boot_id) +
                ",\"pid_ns\":" + json_string(record.pid_namespace) +
-               ",\"version\":" + std::to_string(record.version);
+               ",\"version\":" + std::to_string(record.version) +
+               ",\"format\":" + json_string(record.format == lock_format::flufl ? "flufl" : "openlock");
         if (record.start_time) out += ",\"start_time\":" + std::to_string(*record.start_time);
         if (record.acquired) out += ",\"acquired\":" + json_string(utc_time(*record.acquired));
         if (record.lifetime)

@@ -105,7 +105,9 @@ acquisition::acquisition(file_lock::impl& lock, deadline until)
     : lock_(lock), until_(until), backoff_(lock.settings.retry_period) {
     if (!lock_.local) lock_.local = is_local(lock_.lock_file); // one statfs per object, not per acquire
     if (lock_.method == claim_method::automatic)
-        lock_.method = resolve_method(lock_.settings.method, *lock_.local);
+        lock_.method = lock_.settings.format == lock_format::flufl
+                           ? claim_method::hard_link
+                           : resolve_method(lock_.settings.method, *lock_.local);
 }
 
 acquisition::next acquisition::wait(std::chrono::nanoseconds pause, bool events_may_end_it) {
@@ -132,7 +134,8 @@ acquisition::next acquisition::step(failure& error) {
             free_to_claim = seen.what == observation::kind::absent;
         }
         if (free_to_claim) {
-            claim_terms terms{lock_.lifetime(), std::nullopt};
+            claim_terms terms{lock_.lifetime(), std::nullopt, settings.format,
+                              effective_flufl_separator(settings)};
             std::uint64_t last_token = 0;
             if (settings.fencing) {
                 if (!read_last_token(lock_file, last_token, error)) return next::failed;
@@ -166,7 +169,8 @@ acquisition::next acquisition::step(failure& error) {
                 continue;
             case claim_result::no_hard_links:
                 if (settings.method == claim_method::hard_link ||
-                    settings.method == claim_method::anonymous_link) {
+                    settings.method == claim_method::anonymous_link ||
+                    settings.format == lock_format::flufl) {
                     error = {std::make_error_code(std::errc::operation_not_supported), lock_file,
                              "this file system has no hard links (use claim_method::exclusive_create)"};
                     return next::failed;
@@ -437,7 +441,7 @@ file_lock::file_lock(std::filesystem::path lock_file, std::optional<duration> ti
     impl_->lock_file = std::move(lock_file);
     impl_->timeout = timeout;
     impl_->method = settings.method;
-    impl_->lease = settings.lifetime;
+    impl_->lease = effective_lifetime(settings);
     impl_->settings = std::move(settings);
 }
 

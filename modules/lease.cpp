@@ -172,7 +172,7 @@ void file_lock::lifetime(std::optional<duration> new_lifetime) {
     candidate.keep_alive = false; // keep_alive without a lifetime only means "nothing to keep alive"
     validate(candidate);
     std::lock_guard guard{impl_->mutex};
-    impl_->lease = new_lifetime;
+    impl_->lease = effective_lifetime(candidate); // flufl's format always has a lease
 }
 
 lock_state file_lock::state() const {

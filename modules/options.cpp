@@ -1,6 +1,8 @@
 module;
 #include <chrono>
+#include <filesystem>
 #include <mutex>
+#include <optional>
 #include <string>
 
 module openlock;
@@ -36,12 +38,34 @@ void validate(options const& candidate) {
     if (candidate.clock_slop < std::chrono::nanoseconds::zero() ||
         candidate.clock_slop > longest_sensible_period)
         throw invalid_option("clock_slop must be zero or positive and at most 24 h");
-    if (candidate.keep_alive && !candidate.lifetime)
+    if (candidate.keep_alive && !effective_lifetime(candidate))
         throw invalid_option("keep_alive needs a lifetime (there is no lease to keep alive)");
     if (candidate.method != claim_method::automatic && candidate.method != claim_method::hard_link &&
         candidate.method != claim_method::anonymous_link &&
         candidate.method != claim_method::exclusive_create)
         throw invalid_option("unknown claim_method");
+    if (candidate.format != lock_format::openlock && candidate.format != lock_format::flufl)
+        throw invalid_option("unknown lock_format");
+    if (candidate.format == lock_format::flufl) {
+        if (candidate.method != claim_method::automatic && candidate.method != claim_method::hard_link)
+            throw invalid_option("the flufl.lock format claims with hard links (claim_method::hard_link)");
+        if (candidate.fencing)
+            throw invalid_option(
+                "fencing tokens need openlock's format: a flufl.lock lock file holds only the "
+                "path of its claim file");
+    }
+    if (candidate.flufl_separator != '\0' && !valid_flufl_separator(candidate.flufl_separator))
+        throw invalid_option("flufl_separator must be one ASCII punctuation character other than / \\ . - _");
+}
+
+std::optional<std::chrono::nanoseconds> effective_lifetime(options const& settings) {
+    if (settings.lifetime || settings.format != lock_format::flufl) return settings.lifetime;
+    return flufl_default_lifetime;
+}
+
+char effective_flufl_separator(options const& settings) noexcept {
+    if (settings.flufl_separator != '\0') return settings.flufl_separator;
+    return std::filesystem::path::preferred_separator == '\\' ? '^' : '|'; // flufl.lock's SEP
 }
 
 options get_defaults() {

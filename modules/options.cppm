@@ -7,6 +7,7 @@ module;
 #include <string>
 
 export module openlock:options;
+export import :record;
 
 export namespace openlock {
 
@@ -63,11 +64,28 @@ struct options {
     /// the same lock file (kept in "<lock>.token" beside it), so that a resource can refuse a holder whose
     /// lease was broken. Costs a guarded release (a few more file operations per acquire+release).
     bool fencing = false;
+    /// The layout of the lock file and its claim file. lock_format::flufl writes exactly what flufl.lock
+    /// (Python) writes, so that programs using either exclude each other on one lock file: hard_link claims
+    /// named "<lock path><sep><host><sep><pid><sep><random>", holding that path; the lease's end as the
+    /// file's modification time. It always has a lease (flufl's 15 s when lifetime is none), and no fencing
+    /// tokens (the file has no room for one). Records of either layout are read whatever this says.
+    lock_format format = lock_format::openlock;
+    /// The separator of flufl claim names; '\0' is flufl.lock's default ('^' on Windows, '|' elsewhere).
+    char flufl_separator = '\0';
     /// Called (from the keep-alive thread) when keep-alive finds that the lock was lost.
     std::function<void(std::filesystem::path const&)> on_lost;
     /// Receives diagnostics; called from the thread that runs the lock operation. Empty: nothing is reported.
     std::function<void(diagnostic const&)> on_diagnostic;
 };
+
+/// flufl.lock's lifetime when none is given (DEFAULT_LOCK_LIFETIME).
+inline constexpr std::chrono::nanoseconds flufl_default_lifetime = std::chrono::seconds{15};
+
+/// The lease a lock with these options takes: lifetime, or flufl's default in its format.
+[[nodiscard]] std::optional<std::chrono::nanoseconds> effective_lifetime(options const& settings);
+
+/// The separator of flufl claim names under these options.
+[[nodiscard]] char effective_flufl_separator(options const& settings) noexcept;
 
 /// A copy of the process-wide defaults.
 [[nodiscard]] options get_defaults();

@@ -170,6 +170,52 @@ void sweep_leftovers(fs::path const& lock_file, options const& settings) {
     }
 }
 
+std::chrono::system_clock::time_point lease_end(std::chrono::system_clock::time_point from,
+                                                std::chrono::nanoseconds lifetime) {
+    return from + std::chrono::duration_cast<std::chrono::system_clock::duration>(lifetime);
+}
+
+// flufl.lock's claim name, "<lock path><sep><host><sep><pid><sep><random>", with the lock path absolute: a
+// flufl.lock process that breaks our lock removes the claim file by the path it reads, from its own
+// directory.
+bool name_flufl_claim(fs::path const& lock_file, claim_terms const& terms, claim& out, failure& error) {
+    std::error_code code;
+    auto const absolute = fs::absolute(lock_file, code).lexically_normal();
+    if (code) {
+        error = {code, lock_file, "cannot make the lock path absolute"};
+        return false;
+    }
+    auto const host = sys::current_process().host;
+    auto const separator = terms.flufl_separator;
+    if (host.empty() || host.find(separator) != std::string::npos ||
+        absolute.string().find(separator) != std::string::npos) {
+        error = {errc::invalid_option, lock_file,
+                 std::string{"the flufl.lock separator '"} + separator +
+                     "' occurs in the lock path or the host name"};
+        return false;
+    }
+    // flufl.lock's random part is a decimal number below 2^63; ours takes 60 bits of the fresh nonce.
+    std::uint64_t random = 0;
+    std::from_chars(out.nonce.data(), out.nonce.data() + 15, random, 16);
+    out.nonce = std::to_string(random);
+    out.claim_file = absolute.string() + separator + host + separator + std::to_string(out.owner_pid) +
+                     separator + out.nonce;
+    return true;
+}
+
+// After removing a broken flufl.lock lock file: its holder's claim file, found by the name the lock file held
+// (in the lock's directory whatever path the holder used) and removed only when it holds that same name.
+void remove_flufl_claim(fs::path const& lock_file, observation const& removed) {
+    auto const named = fs::path{removed.record.claim_file}.filename();
+    auto const candidate = lock_file.parent_path() / named;
+    auto const prefix = lock_file.filename().string();
+    if (!named.string().starts_with(prefix) || named.string().size() == prefix.size()) return;
+    sys::file_content content;
+    if (!sys::read_file(candidate, max_record_size, content) && content.kind == sys::entry_kind::regular &&
+        content.bytes == removed.bytes)
+        sys::remove_file(candidate);
+}
+
 class takeover_guard {
 public:
     explicit takeover_guard(fs::path const& lock_file)
@@ -357,8 +403,14 @@ fs::path guard_path(fs::path const& lock_file) {
 }
 
 verdict judge(lock_record const& record) {
-    if (record.version != 1) return verdict::unknown;
     auto const me = sys::current_process();
+    if (record.format == lock_format::flufl) {
+        // A flufl.lock record names no start time, boot or pid namespace: its pid proves nothing (reused, or
+        // another container's). As flufl.lock itself does, only its lease decides; our own orphans excepted.
+        bool const orphan = record.host == me.host && record.pid == me.pid && is_orphaned(record.nonce);
+        return orphan ? verdict::stale : verdict::unknown;
+    }
+    if (record.version != 1) return verdict::unknown;
     if (record.host != me.host || record.boot_id != me.boot_id || record.pid_namespace != me.pid_namespace)
         return verdict::unknown;
     if (record.pid == me.pid && is_orphaned(record.nonce)) return verdict::stale; // ours, and nobody holds it
@@ -375,6 +427,7 @@ verdict judge(lock_record const& record) {
 
 std::optional<std::chrono::system_clock::time_point>
 lease_expiry(lock_record const& record, std::chrono::system_clock::time_point modified) {
+    if (record.format == lock_format::flufl) return modified; // flufl.lock's lease end is the file time
     if (!record.lifetime) return std::nullopt;
     if (!record.acquired) return modified;
     // Saturating: a record may say anything, and an overflow would look like a lease that ended long ago.
@@ -453,13 +506,20 @@ claim_result try_claim(fs::path const& lock_file, claim_method method, bool loca
     out.identity_is_proof = local;
     out.nonce = sys::random_nonce();
     out.owner_pid = sys::current_pid();
-    auto const record = make_record(out.nonce, terms);
     out.lifetime = terms.lifetime;
     out.token = terms.token;
-    out.acquired = *record.acquired;
-    // A new lease needs no file time: its first end is in the record (acquired + lifetime), and the file's
-    // own modification time (now) is earlier.
-    auto const text = serialize_record(record);
+    std::string text;
+    if (terms.format == lock_format::flufl) {
+        if (!name_flufl_claim(lock_file, terms, out, error)) return claim_result::failed;
+        text = out.claim_file.string();
+        out.acquired = std::chrono::system_clock::now();
+    } else {
+        // A new lease needs no file time: its first end is in the record (acquired + lifetime), and the
+        // file's own modification time (now) is earlier.
+        auto const record = make_record(out.nonce, terms);
+        out.acquired = *record.acquired;
+        text = serialize_record(record);
+    }
 
     std::error_code code;
     if (method == claim_method::exclusive_create) {
@@ -476,8 +536,12 @@ claim_result try_claim(fs::path const& lock_file, claim_method method, bool loca
         if (!code) return claim_result::acquired;
         if (sys::means_no_hard_links(code) && !name_taken(lock_file)) return claim_result::no_hard_links;
     } else {
-        out.claim_file = sibling(lock_file, ".claim." + out.nonce);
-        if (auto const creation = sys::create_exclusive(out.claim_file, text, out.identity)) {
+        if (out.claim_file.empty()) out.claim_file = sibling(lock_file, ".claim." + out.nonce);
+        auto creation = sys::create_exclusive(out.claim_file, text, out.identity);
+        // flufl.lock reads a lease's end from the file time only: it must be set before the link shows it.
+        if (!creation && terms.format == lock_format::flufl)
+            creation = sys::set_modified(out.claim_file, lease_end(out.acquired, *terms.lifetime));
+        if (creation) {
             // The name carries our fresh nonce: whatever stands there now (a file made although the call
             // failed, EEXIST after an NFS retransmission) is ours to remove.
             sys::remove_file(out.claim_file);
@@ -612,8 +676,7 @@ refresh_result refresh_claim(fs::path const& lock_file, claim const& held, std::
         error = {errc::not_locked, lock_file, "the lock file was removed or replaced while held"};
         return refresh_result::lost;
     }
-    auto const new_end = std::chrono::system_clock::now() +
-                         std::chrono::duration_cast<std::chrono::system_clock::duration>(lifetime);
+    auto const new_end = lease_end(std::chrono::system_clock::now(), lifetime);
     // Our own inode, through our descriptor or our unique claim name: never another holder's file.
     auto const code =
         held.pin ? sys::set_modified(held.pin, new_end) : sys::set_modified(held.claim_file, new_end);
@@ -666,6 +729,8 @@ takeover_report remove_observed(fs::path const& lock_file, observation const& ob
             return report_back;
         }
         report_back.result = takeover_result::removed;
+        if (now.what == observation::kind::held && now.record.format == lock_format::flufl)
+            remove_flufl_claim(lock_file, now);
         if (judged == verdict::expired)
             report(settings, diagnostic::kind::expired_lock_broken, lock_file,
                    "the lease of " + describe_holder(now.record) + " had expired");

@@ -80,6 +80,8 @@ struct claim {
 struct claim_terms {
     std::optional<std::chrono::nanoseconds> lifetime;
     std::optional<std::uint64_t> token;
+    lock_format format = lock_format::openlock; ///< flufl: a flufl.lock claim file (needs a lifetime)
+    char flufl_separator = '|';
 };
 
 /// The method a lock uses when asked for `automatic`.

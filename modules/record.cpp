@@ -85,11 +85,48 @@ parsed_record failure(record_status status, std::string problem) {
     return {status, {}, std::move(problem)};
 }
 
+// flufl.lock 5 (Lock._set_claimfile, Lock.details): the lock file holds its claim file's path and nothing
+// else,
+// "<lock path><sep><host><sep><pid><sep><random>", split on the separator into exactly four parts. The
+// separator is the character before the trailing random digits.
+std::optional<lock_record> parse_flufl_claim(std::string_view text) {
+    if (text.find_first_of(std::string_view{"\n\0", 2}) != std::string_view::npos) return std::nullopt;
+    auto const last_non_digit = text.find_last_not_of("0123456789");
+    if (last_non_digit == std::string_view::npos || last_non_digit + 1 == text.size()) return std::nullopt;
+    char const separator = text[last_non_digit];
+    if (!valid_flufl_separator(separator)) return std::nullopt;
+    std::vector<std::string_view> parts;
+    for (std::string_view rest = text;;) {
+        auto const end = rest.find(separator);
+        parts.push_back(rest.substr(0, end));
+        if (end == std::string_view::npos || parts.size() > 4) break;
+        rest.remove_prefix(end + 1);
+    }
+    lock_record record;
+    std::uint64_t random = 0;
+    if (parts.size() != 4 || parts[0].empty() || parts[1].empty() || !parse_decimal(parts[2], record.pid) ||
+        record.pid <= 0 || record.pid > largest_pid || !parse_decimal(parts[3], random))
+        return std::nullopt;
+    record.format = lock_format::flufl;
+    record.host = std::string{parts[1]};
+    record.nonce = std::string{parts[3]};
+    record.claim_file = std::string{text};
+    return record;
+}
+
 } // namespace
+
+bool valid_flufl_separator(char separator) noexcept {
+    auto const c = static_cast<unsigned char>(separator);
+    bool const punctuation =
+        c > 0x20 && c < 0x7f && !(c >= '0' && c <= '9') && !(c >= 'a' && c <= 'z') && !(c >= 'A' && c <= 'Z');
+    return punctuation && std::string_view{"/\\.-_"}.find(separator) == std::string_view::npos;
+}
 
 parsed_record parse_record(std::string_view text) {
     if (text.empty()) return failure(record_status::empty, "the lock file is empty");
     if (text.size() > max_record_size) return failure(record_status::too_large, "the lock file is too large");
+    if (auto flufl = parse_flufl_claim(text)) return {record_status::ok, std::move(*flufl), {}};
     if (text.find('\0') != std::string_view::npos)
         return failure(record_status::malformed, "the lock file holds NUL bytes");
     if (text.back() != '\n')
@@ -163,6 +200,7 @@ parsed_record parse_record(std::string_view text) {
 }
 
 std::string serialize_record(lock_record const& record) {
+    if (record.format == lock_format::flufl) return record.claim_file;
     std::string text;
     text.reserve(256);
     text += std::to_string(record.pid);
@@ -195,6 +233,7 @@ std::string describe_holder(lock_record const& record) {
     std::string text = "pid " + std::to_string(record.pid);
     if (!record.name.empty()) text += " (" + record.name + ")";
     if (!record.host.empty()) text += " on host " + record.host;
+    if (record.format == lock_format::flufl) text += " (flufl.lock)";
     return text;
 }
 

@@ -13,6 +13,12 @@ export module openlock:record;
 
 export namespace openlock {
 
+/// Whose layout a lock file has (docs/protocol.md, "The flufl.lock format").
+enum class lock_format {
+    openlock, ///< this library's record (and Python openlock's "pid\nname\n")
+    flufl,    ///< flufl.lock's: the lock file is a hard link of a claim file that holds its own path
+};
+
 /// Who holds a lock, as written in the lock file. Version 1 text format (docs/protocol.md):
 ///   "<pid>\n<name>\nversion=1\nhost=...\nboot_id=...\npid_ns=...\nstart_time=...\nnonce=...\nacquired=...\n"
 /// and "lifetime=<seconds>\n" for a lease, "token=<n>\n" for a fenced lock. The first two lines are those of
@@ -34,6 +40,11 @@ struct lock_record {
     /// The acquisition's fencing token (options::fencing): greater than every earlier acquisition's.
     std::optional<std::uint64_t> token;
     std::vector<std::pair<std::string, std::string>> extra; ///< keys this version does not know
+    /// flufl.lock's records say only "<lock path><sep><host><sep><pid><sep><random>" (pid, host and the
+    /// random part as nonce are filled in, the name and the version stay empty): no start time, boot or
+    /// namespace.
+    lock_format format = lock_format::openlock;
+    std::string claim_file; ///< flufl: the holder's claim file, whose path is all the lock file holds
 
     friend bool operator==(lock_record const&, lock_record const&) = default;
 };
@@ -57,7 +68,13 @@ struct parsed_record {
 /// Records are small; anything larger is not one of ours and is not read further.
 inline constexpr std::size_t max_record_size = 4096;
 
-/// Parses untrusted bytes; never throws on bad input, never reads past text.
+/// A lock file of flufl.lock names its holder's claim file "<lock path><sep><host><sep><pid><sep><random>";
+/// the separator is one ASCII punctuation character that cannot occur in a host name or a path component's
+/// structure ('|' by default, '^' on Windows; not '/', '\\', '.', '-' or '_').
+[[nodiscard]] bool valid_flufl_separator(char separator) noexcept;
+
+/// Parses untrusted bytes; never throws on bad input, never reads past text. A single line without a final
+/// newline in flufl.lock's shape is a flufl record (format flufl).
 [[nodiscard]] parsed_record parse_record(std::string_view text);
 
 /// The canonical text of a record: parse_record(serialize_record(r)) == r for every record parse_record

@@ -48,18 +48,20 @@ lock_status inspect(std::filesystem::path const& lock_file, options const& setti
         break;
     }
     status.expires = detail::lease_expiry(seen.record, seen.modified);
+    // A flufl.lock record says no more than host and pid; flufl.lock calls that pair on this host "ours".
+    bool const flufl = seen.record.format == lock_format::flufl;
+    bool const this_process = seen.record.pid == sys::current_pid() &&
+                              (flufl ? seen.record.host == sys::current_process().host
+                                     : detail::judge(seen.record) == detail::verdict::live);
     switch (detail::judge(seen, settings)) {
     case detail::verdict::expired:
-        status.state =
-            seen.record.pid == sys::current_pid() && detail::judge(seen.record) == detail::verdict::live
-                ? lock_state::ours_expired
-                : lock_state::theirs_expired;
+        status.state = this_process ? lock_state::ours_expired : lock_state::theirs_expired;
         break;
     case detail::verdict::stale:
         status.state = lock_state::stale;
         break;
     case detail::verdict::unknown:
-        status.state = lock_state::unknown;
+        status.state = flufl && this_process ? lock_state::ours : lock_state::unknown;
         break;
     case detail::verdict::live:
         status.state = seen.record.pid == sys::current_pid() ? lock_state::ours : lock_state::theirs;

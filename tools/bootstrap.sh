@@ -11,6 +11,7 @@ packages=(
   clang-19 clang-tools-19 lld-19 libclang-rt-19-dev llvm-19
   libboost1.81-dev doctest-dev libmsgsl-dev libbenchmark-dev
   ninja-build clang-format-19 git ca-certificates spin bindfs fuse3 sshfs openssh-server
+  python3-flufl.lock procps
 )
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 
