@@ -109,14 +109,16 @@ TEST_CASE("leases: refresh moves the end of the lease forward, for every claim m
         CAPTURE(static_cast<int>(method));
         test::scratch_dir dir;
         auto const path = dir / "refresh.lock";
-        openlock::file_lock lock{path, std::nullopt, leased(300ms, 0ms, method)};
+        openlock::file_lock lock{path, std::nullopt, leased(1s, 0ms, method)};
         lock.acquire();
         auto const first = *lock.expiration();
-        std::this_thread::sleep_for(200ms);
+        std::this_thread::sleep_for(600ms);
         lock.refresh();
         auto const second = *lock.expiration();
-        CHECK(second >= first + 150ms);
-        std::this_thread::sleep_for(200ms); // past the first end: only the refresh keeps it ours
+        CHECK(second >= first + 550ms);
+        // Past the first end (a late wake-up only goes further past it), with 550 ms to spare before the new
+        // one on a loaded machine: only the refresh keeps it ours.
+        std::this_thread::sleep_until(first + 50ms);
         CHECK(lock.state() == openlock::lock_state::ours);
         lock.refresh(10s);
         CHECK(lock.lifetime() == std::optional<std::chrono::nanoseconds>{10s});
@@ -241,11 +243,13 @@ TEST_CASE("leases: keep-alive holds a lease for many lifetimes") {
         CAPTURE(static_cast<int>(method));
         test::scratch_dir dir;
         auto const path = dir / "kept.lock";
-        auto settings = leased(300ms, 0ms, method);
+        // Refreshes every 200 ms: one may come up to 400 ms late (a loaded machine, sanitizers) before the
+        // lease runs out.
+        auto settings = leased(600ms, 0ms, method);
         settings.keep_alive = true;
         openlock::file_lock lock{path, std::nullopt, settings};
         lock.acquire();
-        std::this_thread::sleep_for(1200ms); // four lifetimes
+        std::this_thread::sleep_for(2400ms); // four lifetimes
         CHECK(openlock::inspect(path, leased(1s, 0ms)).state == openlock::lock_state::ours);
         CHECK(*lock.expiration() > system_clock::now());
         CHECK(lock.still_held());
