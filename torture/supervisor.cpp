@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <fstream>
 #include <iterator>
+#include <memory>
 #include <optional>
 #include <random>
 #include <sched.h>
@@ -94,6 +95,14 @@ public:
         shared_->hold_us.store(config_.hold_us);
         log_ =
             ::open((config_.work / "workers.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (config_.throttled_workers > 0 && !config_.cgroup.parent.empty()) {
+            std::string why_not;
+            throttle_ = cpu_throttle::create(config_.cgroup,
+                                             "openlock-torture-" + std::to_string(::getpid()) + "-" +
+                                                 config_.work.filename().string(),
+                                             config_.quota, why_not);
+            if (!throttle_) std::printf("  no CPU quota for this run: %s\n", why_not.c_str());
+        }
 
         auto const started = monotonic_ns();
         for (int slot = 0; slot < config_.workers; ++slot)
@@ -102,6 +111,12 @@ public:
         stop_workers();
         finish();
         check_count();
+        if (throttle_) {
+            // Every process of the cgroup is dead and reaped now (stop_workers, finish).
+            result_.throttled_periods = throttle_->throttled_periods();
+            result_.throttled_seconds = throttle_->throttled_seconds();
+            throttle_.reset();
+        }
 
         result_.elapsed = static_cast<double>(monotonic_ns() - started) / 1e9;
         result_.allow_known = config_.allow_known;
@@ -186,6 +201,9 @@ private:
             envp.push_back(const_cast<char*>(e.c_str()));
         envp.push_back(nullptr);
         bool const idle = !hold && config_.idle_worker && slot == 0;
+        bool const throttled =
+            !hold && throttle_ && slot >= 1 && slot <= static_cast<std::uint32_t>(config_.throttled_workers);
+        int const join_fd = throttled ? throttle_->join_fd() : -1;
         pid_t const pid = ::fork();
         if (pid == 0) {
             ::prctl(PR_SET_PDEATHSIG, SIGKILL); // no worker outlives its supervisor
@@ -194,11 +212,18 @@ private:
                 ::sched_setscheduler(0, SCHED_IDLE, &none); // inherited across exec
             }
             if (log_ >= 0) ::dup2(log_, STDERR_FILENO);
+            // Joins the CPU-quota cgroup before exec: the worker runs throttled from its first instruction.
+            if (join_fd >= 0 && ::write(join_fd, "0", 1) != 1) {
+                std::fprintf(stderr, "worker %u: cannot join the CPU-quota cgroup: %s\n", slot,
+                             std::strerror(errno));
+                ::_exit(125);
+            }
             ::execve(argv[0], argv.data(), envp.data());
             ::_exit(127);
         }
         if (pid < 0) throw std::system_error(errno, std::system_category(), "fork");
         s.pid.store(pid);
+        if (throttled) ++result_.throttled;
     }
 
     int slot_of_pid(pid_t pid) const {
@@ -593,6 +618,7 @@ private:
     int log_ = -1;
     bool stopping_ = false;
     std::vector<frozen_process> frozen_;
+    std::unique_ptr<cpu_throttle> throttle_;
     run_result result_;
     static constexpr std::int64_t orphan_limit_ns = 3'000'000'000;
     ino_t orphan_inode_ = 0;
