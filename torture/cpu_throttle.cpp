@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
+#include <csignal>
 #include <cstring>
 #include <fcntl.h>
 #include <fstream>
@@ -10,6 +12,7 @@
 #include <sstream>
 #include <string_view>
 #include <sys/stat.h>
+#include <system_error>
 #include <thread>
 #include <unistd.h>
 #include <vector>
@@ -100,6 +103,24 @@ std::string make_cgroup(fs::path const& path, int version, cpu_quota quota) {
     return "writing " + (path / file).string() + ": " + errno_text(error);
 }
 
+// Cgroups of earlier runs whose supervisor was killed before it could remove them ("openlock-torture-PID-..."
+// or "openlock-torture-probe-PID", PID gone). rmdir(2) of a cgroup removes nothing but the group, and fails
+// while it still has processes or children, so a live run's group can never go.
+void remove_abandoned(fs::path const& parent) {
+    std::error_code error;
+    for (auto const& entry : fs::directory_iterator{parent, error}) {
+        auto name = entry.path().filename().string();
+        constexpr std::string_view prefix = "openlock-torture-";
+        if (!name.starts_with(prefix)) continue;
+        name.erase(0, prefix.size());
+        if (name.starts_with("probe-")) name.erase(0, 6);
+        pid_t pid = 0;
+        auto const [end, parsed] = std::from_chars(name.data(), name.data() + name.size(), pid);
+        if (parsed != std::errc{} || pid <= 0 || (end != name.data() + name.size() && *end != '-')) continue;
+        if (::kill(pid, 0) != 0 && errno == ESRCH) ::rmdir(entry.path().c_str());
+    }
+}
+
 } // namespace
 
 bool parse_cpu_quota(std::string const& text, cpu_quota& quota) {
@@ -157,7 +178,10 @@ cgroup_site find_cgroup_site(cpu_quota quota) {
                     }
                 }
             }
-            if (trial(mount)) return {mount.point, version, reasons};
+            if (trial(mount)) {
+                remove_abandoned(mount.point);
+                return {mount.point, version, reasons};
+            }
         }
     }
     if (mounts.empty()) note("no cgroup2 mount and no cgroup v1 hierarchy with the cpu controller");
