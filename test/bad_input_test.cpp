@@ -16,8 +16,11 @@
 #include <optional>
 #include <string>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/types.h>
+#include <sys/un.h>
 #include <system_error>
 #include <unistd.h>
 #include <vector>
@@ -271,6 +274,45 @@ TEST_CASE("bad input: a FIFO at the lock path is invalid_lock_file without block
     }
     checked.get();
     CHECK(fs::is_fifo(fs::symlink_status(path)));
+}
+
+TEST_CASE("bad input: a Unix socket at the lock path is invalid_lock_file and is never removed") {
+    test::scratch_dir dir;
+    auto const path = dir / "socket.lock";
+    int const listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(listener >= 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    REQUIRE(path.native().size() < sizeof address.sun_path);
+    std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
+    REQUIRE(::bind(listener, reinterpret_cast<sockaddr const*>(&address), sizeof address) == 0);
+    REQUIRE(::listen(listener, 1) == 0); // a live socket that would accept a connect(2)
+    check_wrong_type(dir, path);
+    CHECK(fs::is_socket(fs::symlink_status(path)));
+    ::close(listener);
+}
+
+TEST_CASE("bad input: a device node at the lock path is invalid_lock_file and is never removed") {
+    // /dev/null's numbers (a character device every open(2) would succeed on) and a loop block device.
+    struct node {
+        char const* name;
+        mode_t kind;
+        dev_t device;
+    };
+    for (auto const& [name, kind, device] :
+         {node{"null.lock", S_IFCHR, ::makedev(1, 3)}, node{"loop.lock", S_IFBLK, ::makedev(7, 0)}}) {
+        CAPTURE(name);
+        test::scratch_dir dir;
+        auto const path = dir / name;
+        if (::mknod(path.c_str(), kind | 0666, device) != 0) {
+            REQUIRE_MESSAGE(errno == EPERM, "mknod failed: " << std::strerror(errno));
+            MESSAGE("skipped: no right to make device nodes (CAP_MKNOD); runs as root in CI");
+            return;
+        }
+        check_wrong_type(dir, path);
+        auto const status = fs::symlink_status(path);
+        CHECK((kind == S_IFCHR ? fs::is_character_file(status) : fs::is_block_file(status)));
+    }
 }
 
 TEST_CASE("bad input: a lock path in a missing directory is lock_error with no_such_file_or_directory") {

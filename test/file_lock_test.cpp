@@ -4,12 +4,16 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <system_error>
 #include <unistd.h>
@@ -301,6 +305,126 @@ TEST_CASE("a lock file removed behind the holder's back makes release throw not_
         lock.release(error);
         CHECK(error == openlock::errc::not_locked);
         CHECK_FALSE(lock.owns_lock());
+    }
+}
+
+// Makes unlink(2) in a directory fail until destroyed: a read-only bind mount of the directory over itself as
+// root (permission bits do not stop root), its write permission taken away otherwise.
+class unlinks_refused {
+public:
+    explicit unlinks_refused(fs::path directory) : directory_(std::move(directory)) {
+        if (::geteuid() != 0) {
+            fs::permissions(directory_, fs::perms::owner_read | fs::perms::owner_exec);
+            expected_ = std::errc::permission_denied;
+            active_ = true;
+            return;
+        }
+        if (::mount(directory_.c_str(), directory_.c_str(), nullptr, MS_BIND, nullptr) != 0) {
+            error_ = errno;
+            return;
+        }
+        if (::mount("none", directory_.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) != 0) {
+            error_ = errno;
+            ::umount2(directory_.c_str(), MNT_DETACH);
+            return;
+        }
+        expected_ = std::errc::read_only_file_system;
+        active_ = true;
+        mounted_ = true;
+    }
+    unlinks_refused(unlinks_refused const&) = delete;
+    unlinks_refused& operator=(unlinks_refused const&) = delete;
+    ~unlinks_refused() { lift(); }
+    void lift() {
+        if (mounted_ && ::umount2(directory_.c_str(), 0) != 0) ::umount2(directory_.c_str(), MNT_DETACH);
+        if (active_ && !mounted_) fs::permissions(directory_, fs::perms::owner_all);
+        active_ = mounted_ = false;
+    }
+    [[nodiscard]] bool active() const { return active_; }
+    [[nodiscard]] int error() const { return error_; }
+    [[nodiscard]] std::errc expected() const { return expected_; }
+
+private:
+    fs::path directory_;
+    std::errc expected_{};
+    bool active_ = false;
+    bool mounted_ = false;
+    int error_ = 0;
+};
+
+// docs/protocol.md Q9: a release that cannot remove its lock file must not drop the claim (that would orphan
+// a lock file nobody will ever remove: its holder is alive, so no one takes it over). It keeps holding,
+// reports the OS error, and a later release removes the file.
+TEST_CASE("a release whose unlink fails keeps the lock held and can be retried") {
+    struct variant {
+        openlock::claim_method method;
+        bool leased;
+        bool fenced;
+    };
+    for (auto const [method, leased, fenced] :
+         {variant{openlock::claim_method::hard_link, false, false},
+          variant{openlock::claim_method::anonymous_link, false, false},
+          variant{openlock::claim_method::exclusive_create, false, false},
+          variant{openlock::claim_method::anonymous_link, true, false},
+          variant{openlock::claim_method::hard_link, false, true}}) {
+        CAPTURE(static_cast<int>(method));
+        CAPTURE(leased);
+        CAPTURE(fenced);
+        test::scratch_dir scratch;
+        auto const dir = scratch / "locks";
+        fs::create_directory(dir);
+        auto const path = dir / "held.lock";
+        auto settings = quick(method);
+        if (leased) settings.lifetime = 60s;
+        settings.fencing = fenced;
+        openlock::file_lock lock{path, std::nullopt, settings};
+        lock.acquire();
+        auto const bytes = test::read_file(path);
+        auto const names = test::names_in(dir);
+
+        unlinks_refused refused{dir};
+        if (!refused.active()) {
+            REQUIRE_MESSAGE(refused.error() == EPERM, "mount failed: " << std::strerror(refused.error()));
+            MESSAGE("skipped: running as root without the right to bind-mount (EPERM)");
+            lock.release();
+            return;
+        }
+        try {
+            lock.release();
+            FAIL_CHECK("expected openlock::lock_error");
+        } catch (openlock::lock_error const& e) {
+            CHECK(e.code() == refused.expected());
+            // The unlink of the lock file, or (guarded releases) the making of the takeover guard's staging
+            // directory beside it.
+            CHECK(e.path().string().starts_with(path.string()));
+        }
+        CHECK(lock.owns_lock()); // still ours, and so is the duty to remove it
+        std::error_code error;
+        lock.release(error); // the error_code form says the same and keeps holding too
+        CHECK(error == refused.expected());
+        CHECK(lock.owns_lock());
+        CHECK(test::read_file(path) == bytes);
+        CHECK(test::names_in(dir) == names);
+
+        // Held as far as everyone else can tell: nobody may take it over meanwhile.
+        openlock::file_lock other{path, std::nullopt, quick(method)};
+        CHECK(other.locked());
+        CHECK(openlock::inspect(path).state == openlock::lock_state::ours);
+        refused.lift();
+        CHECK_FALSE(other.try_acquire());
+        CHECK_THROWS_AS(other.acquire(30ms), openlock::timeout_error);
+        CHECK(test::read_file(path) == bytes);
+
+        lock.release(); // the retry removes it
+        CHECK_FALSE(lock.owns_lock());
+        CHECK_FALSE(fs::exists(fs::symlink_status(path)));
+        auto const left = test::names_in(dir);
+        if (fenced)
+            CHECK(left == std::vector<std::string>{"held.lock.token"});
+        else
+            CHECK(left.empty());
+        other.acquire(2s);
+        other.release();
     }
 }
 

@@ -235,6 +235,59 @@ TEST_CASE("staleness: the pid of a process that does not exist is stale and take
     check_taken_over(dir.path(), dead_record(dir.path()));
 }
 
+TEST_CASE("staleness: a pid in 2^31..2^32-1 parses but cannot exist on Linux: stale and taken over") {
+    // The record format allows pids up to 4294967295 (a Windows DWORD); pid_t is 32-bit signed and Linux's
+    // pid_max is at most 2^22, so none of these can name a process here. None may be narrowed to a negative
+    // pid_t (kill(-1, 0) would find "a process") or escape as an exception from the narrowing.
+    for (std::int64_t const pid : {std::int64_t{2147483647}, std::int64_t{2147483648},
+                                   std::int64_t{3000000000}, std::int64_t{4294967295}}) {
+        CAPTURE(pid);
+        test::scratch_dir dir;
+        auto record = record_of_this_process(dir.path());
+        record.pid = pid;
+        record.nonce = nonce_a;
+        REQUIRE(openlock::parse_record(openlock::serialize_record(record)).record.pid == pid);
+        check_taken_over(dir.path(), record);
+        // The same through acquire() and through a forced break's judgement.
+        write_record(dir / "judged.lock", record);
+        observed_options options;
+        openlock::file_lock lock{dir / "judged.lock", std::nullopt, options.settings};
+        lock.acquire(2s);
+        CHECK(options.reported(openlock::diagnostic::kind::stale_lock_removed, dir / "judged.lock"));
+        lock.release();
+        write_record(dir / "judged.lock", record);
+        CHECK(openlock::break_lock(dir / "judged.lock", false) == openlock::break_result::removed);
+        CHECK(test::names_in(dir.path()).empty());
+    }
+}
+
+TEST_CASE("staleness: a pid of zero, negative or above 4294967295 is invalid_lock_file and never removed") {
+    for (std::string const pid : {"0", "-1", "-4294967295", "4294967296", "18446744073709551617"}) {
+        CAPTURE(pid);
+        test::scratch_dir dir;
+        auto const valid = openlock::serialize_record(dead_record(dir.path()));
+        auto const bytes = pid + valid.substr(valid.find('\n'));
+        auto const path = dir / "judged.lock";
+        test::write_file(path, bytes);
+        CHECK(openlock::parse_record(bytes).status == openlock::record_status::malformed);
+        CHECK(openlock::inspect(path).state == openlock::lock_state::invalid);
+        observed_options options;
+        options.settings.tries = 2;
+        openlock::file_lock lock{path, std::nullopt, options.settings};
+        CHECK_THROWS_AS(lock.acquire(2s), openlock::invalid_lock_file);
+        try {
+            CHECK_FALSE(lock.try_acquire()); // one look: busy (a writer may be mid-write) or invalid
+        } catch (openlock::invalid_lock_file const&) {
+        }
+        options.settings.tries = 1;
+        openlock::file_lock once{path, std::nullopt, options.settings};
+        CHECK_THROWS_AS((void)once.try_acquire(), openlock::invalid_lock_file);
+        CHECK(openlock::break_lock(path, false) == openlock::break_result::refused);
+        CHECK(test::read_file(path) == bytes);
+        CHECK(test::names_in(dir.path()) == std::vector<std::string>{"judged.lock"});
+    }
+}
+
 TEST_CASE("staleness: this pid with another start time is a reused pid and stale") {
     test::scratch_dir dir;
     auto record = record_of_this_process(dir.path());

@@ -3,6 +3,7 @@
 // lock that could not be taken over, or anything left in the lock directory. See torture/README.md.
 #include "torture.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -31,6 +32,10 @@ constexpr char const* usage = R"(usage: openlock-torture [--ci | --long] [option
   --kill-every-ms X     mean pause between SIGKILLs (40; --long 100; 0 = none)
   --freeze-every-ms X   mean pause between SIGSTOPs (150; 0 = none)
   --no-idle             do not run worker 0 under SCHED_IDLE
+  --throttle N          run workers 1..N in a cgroup with a CPU quota (1; 0 = none); cgroup v2 cpu.max, or
+                        cpu.cfs_quota_us where the cpu controller is on a v1 hierarchy; skipped with a message
+                        where neither can be made
+  --cpu-max "Q P"       that quota: Q microseconds of CPU in every P ("5000 100000": 5 % of one CPU)
   --allow-known         report the known failures of README.md as KNOWN instead of failing (default with --ci)
   --strict              fail on known failures too (overrides the --ci default)
   --hold-us N           sleep N microseconds inside the critical section (default: a spin of about 1 us)
@@ -155,7 +160,17 @@ int main(int argc, char** argv) {
             base.freeze_every_ms = std::stod(value());
         else if (option == "--no-idle")
             base.idle_worker = false;
-        else if (option == "--strict")
+        else if (option == "--throttle")
+            base.throttled_workers = std::stoi(value());
+        else if (option == "--cpu-max") {
+            if (!torture::parse_cpu_quota(value(), base.quota)) {
+                std::fputs("openlock-torture: --cpu-max wants \"QUOTA PERIOD\" in microseconds, period "
+                           "1000..1000000, "
+                           "quota at least 1000\n",
+                           stderr);
+                return 64;
+            }
+        } else if (option == "--strict")
             strict = true;
         else if (option == "--allow-known")
             allow_known = true;
@@ -183,6 +198,8 @@ int main(int argc, char** argv) {
         std::fputs("openlock-torture: --workers must be 1..30\n", stderr);
         return 64;
     }
+    if (base.throttled_workers < 0 || base.throttled_workers >= base.workers)
+        base.throttled_workers = std::max(0, std::min(base.throttled_workers, base.workers - 1));
     base.kill_every_ms = kill_every >= 0 ? kill_every : long_mode ? 100 : 40;
     base.allow_known = allow_known || (ci && !strict);
 
@@ -246,6 +263,22 @@ int main(int argc, char** argv) {
 
     std::printf("openlock-torture: %zu run(s), %d workers, seed %llu, scratch %s\n", runs.size(),
                 base.workers, static_cast<unsigned long long>(base.seed), work.c_str());
+    if (base.throttled_workers > 0) {
+        auto const site = torture::find_cgroup_site(base.quota);
+        for (auto& run : runs)
+            run.cgroup = site;
+        if (site.parent.empty())
+            std::printf("CPU quota: SKIPPED, workers run without one (%s)\n", site.describe().c_str());
+        else
+            std::printf("CPU quota: worker%s 1%s in a cgroup with %lld us of CPU per %lld us: %s\n",
+                        base.throttled_workers > 1 ? "s" : "",
+                        base.throttled_workers > 1 ? ("-" + std::to_string(base.throttled_workers)).c_str()
+                                                   : "",
+                        static_cast<long long>(base.quota.quota_us),
+                        static_cast<long long>(base.quota.period_us), site.describe().c_str());
+    } else {
+        std::printf("CPU quota: none (--throttle 0)\n");
+    }
     std::fflush(stdout);
     torture::run_result total;
     int failed = 0;
@@ -263,13 +296,16 @@ int main(int argc, char** argv) {
         }
         std::printf(
             "%-34s %9llu acquisitions %8.0f/s  kills %5llu (holders %llu, inside %llu)  freezes %4llu  "
-            "violations %llu  errors %llu  leftovers %zu  %5.1f s  %s\n",
+            "throttled %llu (%llu periods, %.1f s)  violations %llu  errors %llu  leftovers %zu  %5.1f s  "
+            "%s\n",
             describe(run).c_str(), static_cast<unsigned long long>(result.acquisitions),
             static_cast<double>(result.acquisitions) / result.elapsed,
             static_cast<unsigned long long>(result.kills),
             static_cast<unsigned long long>(result.holder_kills),
             static_cast<unsigned long long>(result.killed_inside),
             static_cast<unsigned long long>(result.freezes),
+            static_cast<unsigned long long>(result.throttled),
+            static_cast<unsigned long long>(result.throttled_periods), result.throttled_seconds,
             static_cast<unsigned long long>(result.violations),
             static_cast<unsigned long long>(result.errors + result.release_errors), result.leftovers,
             result.elapsed, verdict(result).c_str());
@@ -279,6 +315,9 @@ int main(int argc, char** argv) {
         total.holder_kills += result.holder_kills;
         total.killed_inside += result.killed_inside;
         total.freezes += result.freezes;
+        total.throttled += result.throttled;
+        total.throttled_periods += result.throttled_periods;
+        total.throttled_seconds += result.throttled_seconds;
         total.violations += result.violations;
         total.errors += result.errors + result.release_errors;
         total.elapsed += result.elapsed;
@@ -290,10 +329,13 @@ int main(int argc, char** argv) {
     }
     std::printf(
         "total: acquisitions %llu, kills %llu (holders %llu, inside a critical section %llu), freezes "
-        "%llu, violations %llu, errors %llu, failed runs %d, elapsed %.1f s, %.0f acquisitions/s\n",
+        "%llu, throttled processes %llu (throttled in %llu periods, %.1f s), violations %llu, errors %llu, "
+        "failed runs %d, elapsed %.1f s, %.0f acquisitions/s\n",
         static_cast<unsigned long long>(total.acquisitions), static_cast<unsigned long long>(total.kills),
         static_cast<unsigned long long>(total.holder_kills),
         static_cast<unsigned long long>(total.killed_inside), static_cast<unsigned long long>(total.freezes),
+        static_cast<unsigned long long>(total.throttled),
+        static_cast<unsigned long long>(total.throttled_periods), total.throttled_seconds,
         static_cast<unsigned long long>(total.violations), static_cast<unsigned long long>(total.errors),
         failed, total.elapsed, static_cast<double>(total.acquisitions) / total.elapsed);
     if (failed == 0) fs::remove(work);

@@ -1,5 +1,7 @@
 // The driver's two roles: the supervisor (runs, kills, freezes, checks) and the worker it fork+execs.
 #pragma once
+#include "cpu_throttle.hpp"
+
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -32,7 +34,10 @@ struct run_config {
     double kill_every_ms = 40;          ///< mean pause between SIGKILLs (0: none)
     double freeze_every_ms = 150;       ///< mean pause between SIGSTOPs (0: none)
     bool idle_worker = true;            ///< worker 0 runs under SCHED_IDLE
-    std::vector<std::string> faults;    ///< link_eio, excl_eexist, delay, enospc, eacces
+    int throttled_workers = 1;       ///< workers 1..N run in a cgroup with a CPU quota (when `cgroup` is one)
+    cgroup_site cgroup;              ///< where that cgroup is made (find_cgroup_site); empty: nowhere
+    cpu_quota quota;                 ///< its quota (cpu.max "5000 100000")
+    std::vector<std::string> faults; ///< link_eio, excl_eexist, delay, enospc, eacces
     double fault_pct = 5;
     int fault_delay_us = 300;
     std::uint32_t hold_us = 0; ///< time inside the critical section (0: a spin of about a microsecond)
@@ -55,6 +60,9 @@ struct run_result {
     std::uint64_t kills = 0;
     std::uint64_t holder_kills = 0;
     std::uint64_t freezes = 0;
+    std::uint64_t throttled = 0;         ///< worker processes started inside the CPU-quota cgroup
+    std::uint64_t throttled_periods = 0; ///< periods in which the kernel throttled that cgroup (cpu.stat)
+    double throttled_seconds = 0;        ///< and for how long in all
     std::uint64_t killed_inside = 0;
     std::uint64_t violations = 0;
     std::uint64_t crashes = 0;
