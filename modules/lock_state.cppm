@@ -98,6 +98,10 @@ struct path_gate {
     /// acquire never pays for a directory watch, and a watch is not made and torn down per acquire.
     std::unique_ptr<sys::wake_sources> wake;
     std::int64_t wake_pid = 0; ///< after fork() the child makes its own (a shared inotify queue loses events)
+    /// Where claims may be staged on a path this process waits on: a nameless claim file with its record,
+    /// made before each wait and at each release, so that the next claim is only its link
+    /// (docs/protocol.md 8.5). Only the gate's holder uses it.
+    staged_claim staged;
 };
 
 /// The gate of a lock path (spelled as an absolute, lexically normal path), shared while any object uses it.
@@ -148,6 +152,8 @@ struct file_lock::impl {
     /// Records a successful claim (and starts keep-alive when asked to).
     void hold(detail::claim const& claimed);
     bool release(detail::failure& error);
+    /// True where claims of this object may be staged (docs/protocol.md 8.5).
+    bool may_stage();
     /// The lifetime the next acquisition takes.
     std::optional<duration> lifetime();
     void start_keeper();
