@@ -176,6 +176,9 @@ public:
     /// False when the pause must be slept in full (re-reading an unreadable file, tries apart).
     [[nodiscard]] bool events_may_end_pause() const { return events_may_end_pause_; }
     [[nodiscard]] sys::wake_sources& wake() { return *lock_.gate->wake; }
+    /// After a wait that an event ended (the lock file or its guard changed, the holder exited): with a
+    /// staged claim ready, the next step links it at once instead of looking first (docs/protocol.md 8.5).
+    void woken_by_event();
 
 private:
     next wait(std::chrono::nanoseconds pause, bool events_may_end_it = true);

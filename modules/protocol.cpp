@@ -474,6 +474,10 @@ std::error_code make_anonymous_claim(fs::path const& lock_file, claim_terms cons
 
 } // namespace
 
+bool staged_claim_ready(staged_claim const& staged) {
+    return younger_than(staged, staged_claim_max_age);
+}
+
 void stage_claim(fs::path const& lock_file, staged_claim& staged) noexcept {
     if (younger_than(staged, staged_claim_max_age / 2)) return;
     try {

@@ -111,6 +111,8 @@ bool stageable(claim_method method, bool local, claim_terms const& terms);
 /// Best effort: a failure (or exception) leaves it empty, and the next claim makes its file itself (and
 /// reports the error).
 void stage_claim(std::filesystem::path const& lock_file, staged_claim& staged) noexcept;
+/// True when a claim would link `staged` (one of ours, younger than staged_claim_max_age).
+bool staged_claim_ready(staged_claim const& staged);
 
 enum class claim_result { acquired, taken, no_hard_links, no_anonymous_files, failed };
 /// One attempt to make the lock file appear with our record; when taken, `seen` is what holds it.
