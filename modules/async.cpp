@@ -124,7 +124,7 @@ asio::awaitable<error_code> acquire_async(std::shared_ptr<file_lock::impl> lock,
         }
         // Cancellation throws out of these waits; between two looks nothing of ours is on disk.
         if (attempt.events_may_end_pause()) {
-            co_await attempt.wake().async_wait_for(attempt.pause());
+            if (co_await attempt.wake().async_wait_for(attempt.pause())) attempt.woken_by_event();
         } else {
             asio::steady_timer pause{co_await asio::this_coro::executor, attempt.pause()};
             co_await pause.async_wait(asio::use_awaitable);

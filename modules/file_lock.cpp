@@ -108,6 +108,15 @@ acquisition::acquisition(file_lock::impl& lock, deadline until)
         lock_.method = lock_.settings.format == lock_format::flufl
                            ? claim_method::hard_link
                            : resolve_method(lock_.settings.method, *lock_.local);
+    // This process has waited on this path before, so the watch exists: forget what it queued since, and look
+    // before the first claim. That look follows the watch, so a wait may follow it at once (no second look
+    // after arming), and a lock that is held costs a read, not a claim attempt that fails.
+    auto& gate = *lock_.gate;
+    if (gate.wake && gate.wake_pid == sys::current_pid()) {
+        gate.wake->drain();
+        armed_ = true;
+        look_before_claiming_ = true;
+    }
 }
 
 acquisition::next acquisition::wait(std::chrono::nanoseconds pause, bool events_may_end_it) {
@@ -115,7 +124,15 @@ acquisition::next acquisition::wait(std::chrono::nanoseconds pause, bool events_
     pause_ = limited(pause, until_);
     look_before_claiming_ = true;
     events_may_end_pause_ = events_may_end_it;
+    if (lock_.may_stage()) stage_claim(lock_.lock_file, lock_.gate->staged);
     return next::wait;
+}
+
+void acquisition::woken_by_event() {
+    // The link costs what the look (a statx) costs, and when the lock is free it is all that remains: the
+    // handoff is one system call shorter. When it is taken, the claim reads the lock file as the look would
+    // have, so a waiter that lost pays one failed link more.
+    if (look_before_claiming_ && staged_claim_ready(lock_.gate->staged)) look_before_claiming_ = false;
 }
 
 acquisition::next acquisition::step(failure& error) {
@@ -141,7 +158,8 @@ acquisition::next acquisition::step(failure& error) {
                 if (!read_last_token(lock_file, last_token, error)) return next::failed;
                 terms.token = last_token + 1;
             }
-            switch (try_claim(lock_file, lock_.method, *lock_.local, terms, attempt, seen, error)) {
+            switch (try_claim(lock_file, lock_.method, *lock_.local, terms, attempt, seen, error,
+                              &lock_.gate->staged)) {
             case claim_result::acquired:
                 if (terms.token) {
                     // Another acquisition may have taken and released the lock between our read of the last
@@ -374,6 +392,10 @@ void file_lock::impl::hold(detail::claim const& claimed) {
     if (settings.keep_alive && claimed.lifetime) start_keeper();
 }
 
+bool file_lock::impl::may_stage() {
+    return !settings.fencing && local && detail::stageable(method, *local, {lifetime(), std::nullopt});
+}
+
 bool file_lock::impl::release(detail::failure& error) {
     std::optional<detail::claim> releasing;
     {
@@ -395,6 +417,11 @@ bool file_lock::impl::release(detail::failure& error) {
         if (settings.keep_alive && releasing->lifetime) start_keeper();
         return false;
     }
+    // On a path this process waits on, the next acquire (ours, or the next thread's or coroutine's) finds a
+    // staged claim: made after the unlink, it delays nobody, and it lets a holder that takes the lock
+    // straight back do so with one link, as a woken waiter does (docs/protocol.md 8.5).
+    if (gate->wake && gate->wake_pid == sys::current_pid() && !abandoned && may_stage())
+        detail::stage_claim(lock_file, gate->staged);
     leave_gate();
     return released;
 }
@@ -417,9 +444,9 @@ bool acquire_blocking(file_lock::impl& lock, detail::deadline const& until, deta
         case detail::acquisition::next::failed:
             return false;
         case detail::acquisition::next::wait:
-            if (attempt.events_may_end_pause())
-                attempt.wake().wait_for(attempt.pause());
-            else
+            if (attempt.events_may_end_pause()) {
+                if (attempt.wake().wait_for(attempt.pause())) attempt.woken_by_event();
+            } else
                 std::this_thread::sleep_for(attempt.pause());
             break;
         }

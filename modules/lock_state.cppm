@@ -98,6 +98,10 @@ struct path_gate {
     /// acquire never pays for a directory watch, and a watch is not made and torn down per acquire.
     std::unique_ptr<sys::wake_sources> wake;
     std::int64_t wake_pid = 0; ///< after fork() the child makes its own (a shared inotify queue loses events)
+    /// Where claims may be staged on a path this process waits on: a nameless claim file with its record,
+    /// made before each wait and at each release, so that the next claim is only its link
+    /// (docs/protocol.md 8.5). Only the gate's holder uses it.
+    staged_claim staged;
 };
 
 /// The gate of a lock path (spelled as an absolute, lexically normal path), shared while any object uses it.
@@ -148,6 +152,8 @@ struct file_lock::impl {
     /// Records a successful claim (and starts keep-alive when asked to).
     void hold(detail::claim const& claimed);
     bool release(detail::failure& error);
+    /// True where claims of this object may be staged (docs/protocol.md 8.5).
+    bool may_stage();
     /// The lifetime the next acquisition takes.
     std::optional<duration> lifetime();
     void start_keeper();
@@ -170,6 +176,9 @@ public:
     /// False when the pause must be slept in full (re-reading an unreadable file, tries apart).
     [[nodiscard]] bool events_may_end_pause() const { return events_may_end_pause_; }
     [[nodiscard]] sys::wake_sources& wake() { return *lock_.gate->wake; }
+    /// After a wait that an event ended (the lock file or its guard changed, the holder exited): with a
+    /// staged claim ready, the next step links it at once instead of looking first (docs/protocol.md 8.5).
+    void woken_by_event();
 
 private:
     next wait(std::chrono::nanoseconds pause, bool events_may_end_it = true);

@@ -498,67 +498,122 @@ lock_record make_record(std::string nonce, claim_terms const& terms) {
     return record;
 }
 
+bool stageable(claim_method method, bool local, claim_terms const& terms) {
+    return method == claim_method::anonymous_link && local && !terms.lifetime && !terms.token;
+}
+
+namespace {
+
+bool younger_than(staged_claim const& staged, std::chrono::steady_clock::duration age) {
+    return staged.pin && staged.owner_pid == sys::current_pid() &&
+           std::chrono::steady_clock::now() - staged.made < age;
+}
+
+// A nameless file holding a fresh record (fresh nonce, acquired now), not linked anywhere yet.
+std::error_code make_anonymous_claim(fs::path const& lock_file, claim_terms const& terms, staged_claim& out) {
+    out = {};
+    out.nonce = sys::random_nonce();
+    auto const record = make_record(out.nonce, terms);
+    out.acquired = *record.acquired;
+    out.made = std::chrono::steady_clock::now();
+    out.owner_pid = sys::current_pid();
+    // A new lease needs no file time: its first end is in the record (acquired + lifetime), and the file's
+    // own modification time (now) is earlier.
+    auto const code =
+        sys::create_anonymous(directory_of(lock_file), serialize_record(record), out.identity, out.pin);
+    if (code) out = {};
+    return code;
+}
+
+} // namespace
+
+bool staged_claim_ready(staged_claim const& staged) {
+    return younger_than(staged, staged_claim_max_age);
+}
+
+void stage_claim(fs::path const& lock_file, staged_claim& staged) noexcept {
+    if (younger_than(staged, staged_claim_max_age / 2)) return;
+    try {
+        make_anonymous_claim(lock_file, {}, staged); // best effort: the claim reports what fails
+    } catch (...) {
+        staged = {}; // getrandom failing, no memory: the claim meets (and reports) it again
+    }
+}
+
 claim_result try_claim(fs::path const& lock_file, claim_method method, bool local, claim_terms const& terms,
-                       claim& out, observation& seen, failure& error) {
+                       claim& out, observation& seen, failure& error, staged_claim* staged) {
     out = {};
     // A kept descriptor or a kept claim name pins the inode: on a local file system the lock file having that
     // inode proves it is ours. FUSE and network file systems may number inodes per name (sshfs).
     out.identity_is_proof = local;
-    out.nonce = sys::random_nonce();
     out.owner_pid = sys::current_pid();
+    std::chrono::steady_clock::time_point staged_made;
     out.lifetime = terms.lifetime;
     out.token = terms.token;
-    std::string text;
-    if (terms.format == lock_format::flufl) {
-        if (!name_flufl_claim(lock_file, terms, out, error)) return claim_result::failed;
-        text = out.claim_file.string();
-        out.acquired = std::chrono::system_clock::now();
-    } else {
-        // A new lease needs no file time: its first end is in the record (acquired + lifetime), and the
-        // file's own modification time (now) is earlier.
-        auto const record = make_record(out.nonce, terms);
-        out.acquired = *record.acquired;
-        text = serialize_record(record);
-    }
+    if (staged && !stageable(method, local, terms)) staged = nullptr;
 
     std::error_code code;
-    if (method == claim_method::exclusive_create) {
-        code = sys::create_exclusive_pinned(lock_file, text, out.identity, out.pin);
-        if (!code) return claim_result::acquired;
-    } else if (method == claim_method::anonymous_link) {
-        if (auto const creation =
-                sys::create_anonymous(directory_of(lock_file), text, out.identity, out.pin)) {
+    if (method == claim_method::anonymous_link) {
+        // Linking a staged file changes nothing in the protocol: its record is as fresh a record as any (a
+        // new nonce that no other attempt used or will use, our identity), only written earlier.
+        staged_claim file;
+        if (staged && younger_than(*staged, staged_claim_max_age)) {
+            file = std::move(*staged);
+        } else if (auto const creation = make_anonymous_claim(lock_file, terms, file)) {
             if (is(creation, std::errc::operation_not_supported)) return claim_result::no_anonymous_files;
             error = {creation, lock_file, "cannot create the lock record"};
             return claim_result::failed;
         }
+        if (staged) *staged = {}; // an old one is closed (it was never linked: nothing remains)
+        out.nonce = std::move(file.nonce);
+        out.identity = file.identity;
+        out.pin = std::move(file.pin);
+        out.acquired = file.acquired;
+        staged_made = file.made;
         code = sys::link_anonymous(out.pin, lock_file);
         if (!code) return claim_result::acquired;
         if (sys::means_no_hard_links(code) && !name_taken(lock_file)) return claim_result::no_hard_links;
     } else {
-        if (out.claim_file.empty()) out.claim_file = sibling(lock_file, ".claim." + out.nonce);
-        auto creation = sys::create_exclusive(out.claim_file, text, out.identity);
-        // flufl.lock reads a lease's end from the file time only: it must be set before the link shows it.
-        if (!creation && terms.format == lock_format::flufl)
-            creation = sys::set_modified(out.claim_file, lease_end(out.acquired, *terms.lifetime));
-        if (creation) {
-            // The name carries our fresh nonce: whatever stands there now (a file made although the call
-            // failed, EEXIST after an NFS retransmission) is ours to remove.
-            sys::remove_file(out.claim_file);
-            error = {creation, out.claim_file, "cannot create the claim file"};
-            return claim_result::failed;
+        out.nonce = sys::random_nonce();
+        std::string text;
+        if (terms.format == lock_format::flufl) {
+            if (!name_flufl_claim(lock_file, terms, out, error)) return claim_result::failed;
+            text = out.claim_file.string();
+            out.acquired = std::chrono::system_clock::now();
+        } else {
+            auto const record = make_record(out.nonce, terms);
+            out.acquired = *record.acquired;
+            text = serialize_record(record);
         }
-        code = sys::make_link(out.claim_file, lock_file);
-        if (!code) return claim_result::acquired;
-        if (sys::means_no_hard_links(code)) {
-            // sshfs answers a link that lost the race to another client with EPERM (the SFTP server's generic
-            // failure), not EEXIST. A link to a second name of our own tells that from a file system without
-            // hard links.
-            if (!hard_links_work(lock_file, out.claim_file)) {
+        if (method == claim_method::exclusive_create) {
+            code = sys::create_exclusive_pinned(lock_file, text, out.identity, out.pin);
+            if (!code) return claim_result::acquired;
+        } else {
+            if (out.claim_file.empty()) out.claim_file = sibling(lock_file, ".claim." + out.nonce);
+            auto creation = sys::create_exclusive(out.claim_file, text, out.identity);
+            // flufl.lock reads a lease's end from the file time only: it must be set before the link shows
+            // it.
+            if (!creation && terms.format == lock_format::flufl)
+                creation = sys::set_modified(out.claim_file, lease_end(out.acquired, *terms.lifetime));
+            if (creation) {
+                // The name carries our fresh nonce: whatever stands there now (a file made although the call
+                // failed, EEXIST after an NFS retransmission) is ours to remove.
                 sys::remove_file(out.claim_file);
-                return claim_result::no_hard_links;
+                error = {creation, out.claim_file, "cannot create the claim file"};
+                return claim_result::failed;
             }
-            code = std::make_error_code(std::errc::file_exists);
+            code = sys::make_link(out.claim_file, lock_file);
+            if (!code) return claim_result::acquired;
+            if (sys::means_no_hard_links(code)) {
+                // sshfs answers a link that lost the race to another client with EPERM (the SFTP server's
+                // generic failure), not EEXIST. A link to a second name of our own tells that from a file
+                // system without hard links.
+                if (!hard_links_work(lock_file, out.claim_file)) {
+                    sys::remove_file(out.claim_file);
+                    return claim_result::no_hard_links;
+                }
+                code = std::make_error_code(std::errc::file_exists);
+            }
         }
     }
     // The same EPERM from an O_EXCL create (exclusive_create on sshfs) with the name taken means "taken".
@@ -571,6 +626,17 @@ claim_result try_claim(fs::path const& lock_file, claim_method method, bool loca
     if (readable && seen.what == observation::kind::held && seen.record.nonce == out.nonce)
         return claim_result::acquired;
     if (!out.claim_file.empty()) sys::remove_file(out.claim_file);
+    if (staged && readable && is(code, std::errc::file_exists)) {
+        // Taken, and EEXIST is certain (local): our file got no name, nobody has seen its nonce. It is kept
+        // for the next attempt. Any other answer may hide a link that worked: that nonce is an orphan
+        // (below), and its file is closed.
+        staged->nonce = out.nonce;
+        staged->identity = out.identity;
+        staged->pin = std::move(out.pin);
+        staged->acquired = out.acquired;
+        staged->made = staged_made;
+        staged->owner_pid = out.owner_pid;
+    }
     out.pin.reset();
     // The link may have succeeded although neither its answer nor a re-read says so: should our record show
     // up later, it is an orphan of ours that the next look removes (judge() calls it stale), not a holder.

@@ -92,11 +92,39 @@ bool is_local(std::filesystem::path const& lock_file);
 /// This process's record for a new acquisition.
 lock_record make_record(std::string nonce, claim_terms const& terms = {});
 
+/// A nameless claim file (anonymous_link) made and written before the waiter sleeps, so that when the lock
+/// comes free only its link remains to be done (docs/protocol.md, "Pre-staged claim"). Never linked, it costs
+/// nothing and leaves nothing behind: closing it frees it.
+struct staged_claim {
+    std::string nonce;
+    sys::file_identity identity;
+    sys::pinned_file pin;                           ///< empty: nothing staged
+    std::chrono::system_clock::time_point acquired; ///< written into its record
+    std::chrono::steady_clock::time_point made;     ///< for its age (immune to wall-clock steps)
+    std::int64_t owner_pid = 0; ///< its record names this process: a child after fork() never links it
+};
+/// How old a staged claim may be when it is linked: its record's `acquired` (informational without a lease)
+/// is at most this much earlier than the acquisition. An older one is made anew.
+inline constexpr std::chrono::milliseconds staged_claim_max_age{10};
+/// Whether claims with these terms and this method may be staged: anonymous_link on a local file system, no
+/// lease (its start must be the acquisition's) and no fencing token (it must be read just before the claim).
+bool stageable(claim_method method, bool local, claim_terms const& terms);
+/// Makes `staged` a fresh staged claim unless it holds one of ours younger than half of staged_claim_max_age.
+/// Best effort: a failure (or exception) leaves it empty, and the next claim makes its file itself (and
+/// reports the error).
+void stage_claim(std::filesystem::path const& lock_file, staged_claim& staged) noexcept;
+/// True when a claim would link `staged` (one of ours, younger than staged_claim_max_age).
+bool staged_claim_ready(staged_claim const& staged);
+
 enum class claim_result { acquired, taken, no_hard_links, no_anonymous_files, failed };
 /// One attempt to make the lock file appear with our record; when taken, `seen` is what holds it.
 /// `local`: the directory is on a local file system (stable inode numbers; see is_local).
+/// `staged` (only where stageable()): a staged claim younger than staged_claim_max_age is linked instead of a
+/// new file; when the link answers EEXIST (the file was certainly not linked), the attempt's own nameless
+/// file is kept there for the next attempt.
 claim_result try_claim(std::filesystem::path const& lock_file, claim_method method, bool local,
-                       claim_terms const& terms, claim& out, observation& seen, failure& error);
+                       claim_terms const& terms, claim& out, observation& seen, failure& error,
+                       staged_claim* staged = nullptr);
 
 /// Fencing (docs/protocol.md, "Fencing tokens"): the highest token any acquisition of this lock has
 /// finished with, kept in "<stem>.token" beside it (0 when there is none yet). Read fresh (open + read).

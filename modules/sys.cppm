@@ -92,8 +92,10 @@ struct file_content {
     file_identity identity;
     std::int64_t changed =
         0; ///< status change time in ns: tells a new file from an old one with a reused inode
-    /// Modification time, read after the content and fresh from the server where the OS can force that
-    /// (network clients cache attributes for seconds).
+    /// Modification time. Of a file whose bytes hold a "lifetime=" line or are one line without a newline
+    /// (flufl.lock's record) — a lease, judged by this time — read
+    /// after the content and fresh from the server where the OS can force that (network clients cache
+    /// attributes for seconds); of any other file, as the open file's status gave it.
     std::chrono::system_clock::time_point modified;
     std::string bytes; ///< at most limit + 1 bytes of a regular file
 };

@@ -8,6 +8,7 @@
 // waiter polls with backoff only. Polling stays as the safety net everywhere (queue overflow, a watch
 // removed, no pidfd_open before Linux 5.3).
 module;
+#include <algorithm>
 #include <array>
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/experimental/parallel_group.hpp>
@@ -18,6 +19,8 @@ module;
 #include <boost/system/system_error.hpp>
 #include <cerrno>
 #include <chrono>
+#include <climits>
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <gsl/gsl>
@@ -30,7 +33,9 @@ module;
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <utility>
 #include <variant>
+#include <vector>
 
 module openlock;
 import :sys;
@@ -58,8 +63,16 @@ constexpr std::array<std::uint64_t, 16> shared_file_systems{
     0x013111a8, // IBRIX
 };
 
+// No IN_CLOSE_WRITE: no decision waits for a file to be closed (a half-written lock file is re-read after a
+// full pause, docs/protocol.md 6.2), and every nameless claim file (O_TMPFILE, written) reports one under its
+// "#<inode>" name when it is closed, at every release and every lost claim: a wake-up of every waiter for
+// nothing.
 constexpr std::uint32_t watched_events =
-    IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_CLOSE_WRITE | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR;
+    IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR;
+
+// A read that leaves this much of the buffer free had room for one more event of any name: the queue was
+// empty when it returned, and no second read (answering EAGAIN) is needed to know that.
+constexpr std::size_t largest_event = sizeof(inotify_event) + NAME_MAX + 1;
 
 void close_if_open(int& fd) {
     if (fd >= 0) ::close(fd);
@@ -87,14 +100,26 @@ struct wake_sources::impl {
         return never_dup;
     }
     std::int64_t holder_pid = 0;
+    /// Pidfds of the last few holders (the current one included), least recently watched first: in a herd
+    /// the same few processes take turns, and a pidfd is opened once per process, not once per look. One
+    /// that becomes readable is closed and forgotten at once, so a pid reused later gets a new one.
+    std::vector<std::pair<std::int64_t, int>> recent_holders;
     std::string lock_name;
     std::string guard_name;
 
     ~impl() {
         close_if_open(inotify);
-        close_if_open(holder);
+        for (auto& [pid, fd] : recent_holders)
+            close_if_open(fd);
         close_if_open(never);
         close_if_open(never_dup);
+    }
+
+    // The holder exited: judge the lock again (and never watch this pidfd again).
+    void forget_holder() {
+        std::erase_if(recent_holders, [this](auto const& entry) { return entry.second == holder; });
+        close_if_open(holder);
+        holder_pid = 0;
     }
 
     // Drains the queue; true when an event concerns the lock or its guard (or the watch itself).
@@ -104,6 +129,7 @@ struct wake_sources::impl {
         for (;;) {
             auto const length = ::read(inotify, buffer, sizeof buffer);
             if (length <= 0) break;
+            bool const drained = static_cast<std::size_t>(length) <= sizeof buffer - largest_event;
             for (char const* at = buffer; at < buffer + length;) {
                 auto const* event = reinterpret_cast<inotify_event const*>(at);
                 std::string_view const name =
@@ -117,6 +143,7 @@ struct wake_sources::impl {
                 }
                 at += sizeof(inotify_event) + event->len;
             }
+            if (drained) break;
         }
         return relevant;
     }
@@ -139,9 +166,25 @@ wake_sources::~wake_sources() = default;
 void wake_sources::watch_holder(std::int64_t pid) {
 #ifdef SYS_pidfd_open
     if (pid == impl_->holder_pid && impl_->holder >= 0) return;
-    close_if_open(impl_->holder);
+    auto& recent = impl_->recent_holders;
     impl_->holder_pid = pid;
+    auto const known =
+        std::find_if(recent.begin(), recent.end(), [pid](auto const& entry) { return entry.first == pid; });
+    if (known != recent.end()) {
+        auto const entry = *known;
+        recent.erase(known);
+        recent.push_back(entry); // the most recently watched last
+        impl_->holder = entry.second;
+        return;
+    }
     impl_->holder = static_cast<int>(::syscall(SYS_pidfd_open, static_cast<pid_t>(pid), 0));
+    if (impl_->holder < 0) return;
+    constexpr std::size_t holders_kept = 8;
+    if (recent.size() >= holders_kept) {
+        close_if_open(recent.front().second); // never the current holder: that one is last
+        recent.erase(recent.begin());
+    }
+    recent.emplace_back(pid, impl_->holder);
 #else
     (void)pid;
 #endif
@@ -174,8 +217,7 @@ bool wake_sources::wait_for(std::chrono::nanoseconds timeout) {
         for (nfds_t i = 0; i < count; ++i) {
             if (watched[i].revents == 0) continue;
             if (watched[i].fd == impl_->holder) {
-                close_if_open(impl_->holder); // it exited: judge the lock again
-                impl_->holder_pid = 0;
+                impl_->forget_holder(); // it exited: judge the lock again
                 return true;
             }
             if (impl_->relevant_events()) return true;
@@ -223,8 +265,7 @@ boost::asio::awaitable<bool> wake_sources::async_wait_for(std::chrono::nanosecon
         case 2:
             if (impl_->holder < 0) break; // the stand-in cannot fire; defensive
             holder.release();
-            close_if_open(impl_->holder); // it exited: judge the lock again
-            impl_->holder_pid = 0;
+            impl_->forget_holder(); // it exited: judge the lock again
             co_return true;
         default:
             if (impl_->inotify < 0) break;
