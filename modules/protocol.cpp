@@ -216,6 +216,35 @@ void remove_flufl_claim(fs::path const& lock_file, observation const& removed) {
         sys::remove_file(candidate);
 }
 
+constexpr int guard_removal_attempts = 10;
+
+std::mutex leaked_guards_mutex;
+std::vector<std::string>& leaked_guards() {
+    static auto* const nonces = new std::vector<std::string>; // never destroyed: guards are released at exit
+    return *nonces;
+}
+
+void remember_leaked_guard(std::string const& nonce) {
+    std::lock_guard guard{leaked_guards_mutex};
+    leaked_guards().push_back(nonce);
+}
+
+// A guard directory whose one owner file carries the nonce of a guard of ours that is already released (its
+// removal failed): ours to remove, as nobody holds it.
+bool remove_own_leaked_guard(fs::path const& guard) {
+    std::vector<std::string> names;
+    if (!is_real_directory(guard) || sys::list_directory(guard, names) || names.size() != 1) return false;
+    std::lock_guard lock{leaked_guards_mutex};
+    auto& nonces = leaked_guards();
+    auto const ours = std::find(nonces.begin(), nonces.end(), names.front());
+    if (ours == nonces.end()) return false;
+    auto const removed = sys::remove_file(guard / names.front());
+    if (removed && !is(removed, std::errc::no_such_file_or_directory)) return false;
+    nonces.erase(ours);
+    sys::remove_directory(guard);
+    return true;
+}
+
 class takeover_guard {
 public:
     explicit takeover_guard(fs::path const& lock_file)
@@ -228,8 +257,20 @@ public:
 
     ~takeover_guard() {
         if (!held_) return;
-        sys::remove_file(guard_ / nonce_);
-        sys::remove_directory(guard_);
+        // A guard left standing by a live process blocks every takeover until that process exits: a failed
+        // removal (EACCES, EIO) is retried, and if it still fails, remembered, so that this process removes
+        // its own leftover at its next attempt (try_hold) instead of waiting for it as if someone held it.
+        std::error_code failed;
+        for (int attempt = 0; attempt < guard_removal_attempts; ++attempt) {
+            failed = sys::remove_file(guard_ / nonce_);
+            if (!failed || is(failed, std::errc::no_such_file_or_directory)) break;
+            std::this_thread::sleep_for(std::chrono::milliseconds{1});
+        }
+        if (failed && !is(failed, std::errc::no_such_file_or_directory))
+            remember_leaked_guard(nonce_);
+        else
+            sys::remove_directory(
+                guard_); // an empty guard directory takes no one's place: rename replaces it
     }
 
     // Makes a directory holding our record and renames it into place: rename fails while another guard (a
@@ -254,6 +295,7 @@ public:
                 error = {code, guard_, "cannot take the takeover guard"};
                 return outcome::failed;
             }
+            if (remove_own_leaked_guard(guard_)) continue;
             if (!remove_dead_owner_directory(guard_)) {
                 holder = describe_guard_holder();
                 return outcome::busy;
