@@ -9,18 +9,21 @@
 #include <chrono>
 #include <climits>
 #include <cstring>
-#include <fcntl.h>
 #include <filesystem>
 #include <future>
 #include <initializer_list>
 #include <optional>
 #include <string>
+#include <system_error>
+#include <vector>
+
+#ifndef _WIN32
+#include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/types.h>
-#include <system_error>
 #include <unistd.h>
-#include <vector>
+#endif
 
 import openlock;
 
@@ -31,9 +34,15 @@ namespace {
 namespace fs = std::filesystem;
 using steady = std::chrono::steady_clock;
 
+#ifdef _WIN32
+// Windows has no nameless files: claim_method::anonymous_link is unsupported there (README, "Windows").
+constexpr std::array every_method{openlock::claim_method::automatic, openlock::claim_method::hard_link,
+                                  openlock::claim_method::exclusive_create};
+#else
 constexpr std::array every_method{openlock::claim_method::automatic, openlock::claim_method::hard_link,
                                   openlock::claim_method::anonymous_link,
                                   openlock::claim_method::exclusive_create};
+#endif
 
 openlock::options quick(int tries, std::chrono::nanoseconds retry_period,
                         openlock::claim_method method = openlock::claim_method::automatic) {
@@ -178,6 +187,7 @@ void check_os_error(fs::path const& path, std::errc expected, openlock::claim_me
     CHECK_FALSE(lock.owns_lock());
 }
 
+#ifndef _WIN32
 // Mounts a read-only tmpfs on a directory for the test's duration.
 class read_only_mount {
 public:
@@ -200,6 +210,7 @@ private:
     bool mounted_ = false;
     int error_ = 0;
 };
+#endif
 
 } // namespace
 
@@ -229,6 +240,7 @@ TEST_CASE("bad input: a 1 MiB lock file is invalid_lock_file and is not read to 
 
 TEST_CASE("bad input: a symlink to a regular file is never followed or removed") {
     test::scratch_dir dir;
+    if (!test::symlinks_work(dir.path())) OPENLOCK_SKIP("this process may not create symlinks here");
     auto const target = dir / "target";
     test::write_file(target, a_real_record(dir.path())); // even a valid record behind it is not read
     fs::remove(dir / "probe.lock");
@@ -238,6 +250,7 @@ TEST_CASE("bad input: a symlink to a regular file is never followed or removed")
 
 TEST_CASE("bad input: a symlink to a directory is never followed and nothing is created in it") {
     test::scratch_dir dir;
+    if (!test::symlinks_work(dir.path())) OPENLOCK_SKIP("this process may not create symlinks here");
     fs::create_directory(dir / "target");
     fs::create_symlink(dir / "target", dir / "link.lock");
     check_wrong_type(dir, dir / "link.lock");
@@ -246,6 +259,7 @@ TEST_CASE("bad input: a symlink to a directory is never followed and nothing is 
 
 TEST_CASE("bad input: a dangling symlink is never followed and no file appears at its target") {
     test::scratch_dir dir;
+    if (!test::symlinks_work(dir.path())) OPENLOCK_SKIP("this process may not create symlinks here");
     fs::create_symlink(dir / "nowhere", dir / "link.lock");
     check_wrong_type(dir, dir / "link.lock");
     CHECK_FALSE(fs::exists(fs::symlink_status(dir / "nowhere")));
@@ -260,6 +274,9 @@ TEST_CASE("bad input: a directory at the lock path is invalid_lock_file and is l
 
 TEST_CASE("bad input: a FIFO at the lock path is invalid_lock_file without blocking") {
     test::scratch_dir dir;
+#ifdef _WIN32
+    OPENLOCK_SKIP("Windows has no FIFOs in directories (named pipes live in \\\\.\\pipe\\)");
+#else
     auto const path = dir / "fifo.lock";
     REQUIRE(::mkfifo(path.c_str(), 0644) == 0);
     auto checked = std::async(std::launch::async, [&] { check_wrong_type(dir, path); });
@@ -271,6 +288,7 @@ TEST_CASE("bad input: a FIFO at the lock path is invalid_lock_file without block
     }
     checked.get();
     CHECK(fs::is_fifo(fs::symlink_status(path)));
+#endif
 }
 
 TEST_CASE("bad input: a lock path in a missing directory is lock_error with no_such_file_or_directory") {
@@ -281,6 +299,9 @@ TEST_CASE("bad input: a lock path in a missing directory is lock_error with no_s
 }
 
 TEST_CASE("bad input: a read-only directory is lock_error with EACCES or EROFS") {
+#ifdef _WIN32
+    OPENLOCK_SKIP("Windows directories have no write permission bit (ACLs decide; not set up here)");
+#else
     test::scratch_dir dir;
     auto const locked_down = dir / "ro";
     fs::create_directory(locked_down);
@@ -306,9 +327,13 @@ TEST_CASE("bad input: a read-only directory is lock_error with EACCES or EROFS")
     CHECK(openlock::break_lock(path, true) == openlock::break_result::nothing_to_break);
     mount.reset();
     fs::permissions(locked_down, fs::perms::owner_all);
+#endif
 }
 
 TEST_CASE("bad input: a lock file name that is not UTF-8 works") {
+#ifdef _WIN32
+    OPENLOCK_SKIP("Windows file names are UTF-16: bytes that are not UTF-8 cannot name a file");
+#endif
     test::scratch_dir dir;
     std::string const name = "lock-\xff\xfe\x80-\xc3\x28.lock";
     auto const path = dir / name;
@@ -325,7 +350,7 @@ TEST_CASE("bad input: a lock file name that is not UTF-8 works") {
 
 TEST_CASE("bad input: a very long lock file name within NAME_MAX works") {
     test::scratch_dir dir;
-    auto const name_max = ::pathconf(dir.path().c_str(), _PC_NAME_MAX);
+    auto const name_max = test::name_max(dir.path());
     REQUIRE(name_max > 10);
     std::string const name = std::string(static_cast<std::size_t>(name_max) - 5, 'n') + ".lock";
     REQUIRE(name.size() == static_cast<std::size_t>(name_max));
@@ -333,7 +358,7 @@ TEST_CASE("bad input: a very long lock file name within NAME_MAX works") {
     openlock::file_lock lock{path, 2s};
     lock.acquire();
     CHECK(test::names_in(dir.path()) == std::vector<std::string>{name});
-    CHECK(lock.owner()->pid == ::getpid());
+    CHECK(lock.owner()->pid == test::this_pid());
     lock.release();
     CHECK(test::names_in(dir.path()).empty());
 }
@@ -343,7 +368,7 @@ TEST_CASE("bad input: a very long lock file name within NAME_MAX works") {
 // get a shortened, hashed stem for their helper files.
 TEST_CASE("bad input: a very long lock file name within NAME_MAX works with hard_link claims") {
     test::scratch_dir dir;
-    auto const name_max = ::pathconf(dir.path().c_str(), _PC_NAME_MAX);
+    auto const name_max = test::name_max(dir.path());
     std::string const name = std::string(static_cast<std::size_t>(name_max) - 5, 'n') + ".lock";
     openlock::file_lock lock{dir / name, 2s, quick(2, 20ms, openlock::claim_method::hard_link)};
     std::error_code error;
@@ -357,17 +382,13 @@ TEST_CASE("bad input: a very long lock file name within NAME_MAX works with hard
 // stale lock with a name near NAME_MAX could never be taken over (ENAMETOOLONG on every acquire).
 TEST_CASE("bad input: a stale lock with a very long file name within NAME_MAX is taken over") {
     test::scratch_dir dir;
-    auto const name_max = ::pathconf(dir.path().c_str(), _PC_NAME_MAX);
+    auto const name_max = test::name_max(dir.path());
     std::string const name = std::string(static_cast<std::size_t>(name_max) - 5, 'n') + ".lock";
     auto const path = dir / name;
     // A stale record: this process's own with the pid of a reaped child.
     auto record = openlock::parse_record(a_real_record(dir.path())).record;
     fs::remove(dir / "probe.lock");
-    pid_t const child = ::fork();
-    if (child == 0) ::_exit(0);
-    REQUIRE(child > 0);
-    REQUIRE(::waitpid(child, nullptr, 0) == child);
-    record.pid = child;
+    record.pid = test::pid_of_a_reaped_child();
     test::write_file(path, openlock::serialize_record(record));
     REQUIRE(openlock::inspect(path).state == openlock::lock_state::stale);
 
@@ -381,7 +402,7 @@ TEST_CASE("bad input: a stale lock with a very long file name within NAME_MAX is
 
 TEST_CASE("bad input: a lock file name longer than NAME_MAX is lock_error with ENAMETOOLONG") {
     test::scratch_dir dir;
-    auto const name_max = ::pathconf(dir.path().c_str(), _PC_NAME_MAX);
+    auto const name_max = test::name_max(dir.path());
     REQUIRE(name_max > 0);
     auto const path = dir / std::string(static_cast<std::size_t>(name_max) + 1, 'y');
     for (auto const method : every_method)
@@ -391,14 +412,11 @@ TEST_CASE("bad input: a lock file name longer than NAME_MAX is lock_error with E
 
 TEST_CASE("bad input: break_lock refuses symlinks and directories even with force") {
     test::scratch_dir dir;
+    if (!test::symlinks_work(dir.path())) OPENLOCK_SKIP("this process may not create symlinks here");
     // A symlink to a file holding a stale record: removable if it were followed, so it must not be.
     auto record = openlock::parse_record(a_real_record(dir.path())).record;
     fs::remove(dir / "probe.lock");
-    pid_t const child = ::fork();
-    if (child == 0) ::_exit(0);
-    REQUIRE(child > 0);
-    REQUIRE(::waitpid(child, nullptr, 0) == child);
-    record.pid = child;
+    record.pid = test::pid_of_a_reaped_child();
     test::write_file(dir / "stale-target", openlock::serialize_record(record));
     REQUIRE(openlock::inspect(dir / "stale-target").state == openlock::lock_state::stale);
     fs::create_symlink(dir / "stale-target", dir / "to-stale.lock");

@@ -10,9 +10,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
-#include <sys/wait.h>
 #include <system_error>
-#include <unistd.h>
 #include <vector>
 
 import openlock;
@@ -183,10 +181,10 @@ TEST_CASE("owns_lock and locked and getpid and owner describe the holder") {
     lock.acquire();
     CHECK(lock.owns_lock());
     CHECK(lock.locked());
-    CHECK(lock.getpid() == std::int64_t{::getpid()});
+    CHECK(lock.getpid() == std::int64_t{test::this_pid()});
     auto const holder = lock.owner();
     REQUIRE(holder.has_value());
-    CHECK(holder->pid == ::getpid());
+    CHECK(holder->pid == test::this_pid());
     CHECK(holder->version == 1);
     CHECK_FALSE(holder->name.empty());
     CHECK_FALSE(holder->host.empty());
@@ -198,7 +196,7 @@ TEST_CASE("owns_lock and locked and getpid and owner describe the holder") {
     // Another object on the same path sees the same holder but does not own it.
     CHECK_FALSE(other.owns_lock());
     CHECK(other.locked());
-    CHECK(other.getpid() == std::int64_t{::getpid()});
+    CHECK(other.getpid() == std::int64_t{test::this_pid()});
     CHECK(other.owner() == holder);
 
     lock.release();
@@ -423,7 +421,7 @@ TEST_CASE("acquire with a zero or negative timeout tries exactly once") {
     test::write_file(path, openlock::serialize_record(stale_record(dir.path())));
     lock.acquire(0s);
     CHECK(lock.owns_lock());
-    CHECK(lock.owner()->pid == ::getpid());
+    CHECK(lock.owner()->pid == test::this_pid());
     lock.release();
     CHECK(test::names_in(dir.path()).empty());
 }
@@ -441,7 +439,7 @@ TEST_CASE("a 30 ms timeout on a held lock throws timeout_error naming this proce
         } catch (openlock::timeout_error const& e) {
             CHECK(e.code() == openlock::errc::timeout);
             CHECK(e.path() == path);
-            CHECK(e.holder().find("pid " + std::to_string(::getpid())) != std::string::npos);
+            CHECK(e.holder().find("pid " + std::to_string(test::this_pid())) != std::string::npos);
         }
     });
     CHECK(took >= 30ms);
@@ -640,7 +638,7 @@ TEST_CASE("on_diagnostic receives stale_lock_removed when a stale lock is taken 
     settings.on_diagnostic = [&seen](openlock::diagnostic const& d) { seen.push_back(d); };
     openlock::file_lock lock{path, 2s, settings};
     lock.acquire();
-    CHECK(lock.owner()->pid == ::getpid());
+    CHECK(lock.owner()->pid == test::this_pid());
     auto const removed = std::ranges::find_if(
         seen, [](auto const& d) { return d.what == openlock::diagnostic::kind::stale_lock_removed; });
     REQUIRE(removed != seen.end());

@@ -11,6 +11,8 @@ packages=(
   clang-19 clang-tools-19 lld-19 libclang-rt-19-dev llvm-19
   libboost1.81-dev doctest-dev libmsgsl-dev libbenchmark-dev
   ninja-build clang-format-19 git ca-certificates spin bindfs fuse3 sshfs openssh-server
+  # The Windows cross build (preset windows-cross): mingw-w64 headers and libraries for clang, Wine for the tests.
+  g++-mingw-w64-x86-64-posix mingw-w64-x86-64-dev wine64 wine
 )
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 
