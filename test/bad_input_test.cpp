@@ -170,20 +170,22 @@ std::string a_real_record(fs::path const& directory) {
 }
 
 // Expects lock_error with exactly this OS error from acquire and try_acquire, with nothing created.
-void check_os_error(fs::path const& path, std::errc expected, openlock::claim_method method) {
+// (Without an expected code: any OS error.)
+void check_os_error(fs::path const& path, std::optional<std::errc> expected, openlock::claim_method method) {
     CAPTURE(static_cast<int>(method));
     openlock::file_lock lock{path, std::nullopt, quick(2, 20ms, method)};
     try {
         lock.acquire(2s);
         FAIL_CHECK("expected openlock::lock_error");
     } catch (openlock::lock_error const& e) {
-        CHECK(e.code() == expected);
+        if (expected) CHECK(e.code() == *expected);
         CHECK(e.code().category() == std::system_category());
     }
     CHECK_THROWS_AS((void)lock.try_acquire(), openlock::lock_error);
     std::error_code error;
     CHECK_FALSE(lock.try_acquire(error));
-    CHECK(error == expected);
+    if (expected) CHECK(error == *expected);
+    CHECK(error.category() == std::system_category());
     CHECK_FALSE(lock.owns_lock());
 }
 
@@ -357,7 +359,14 @@ TEST_CASE("bad input: a very long lock file name within NAME_MAX works") {
     auto const path = dir / name;
     openlock::file_lock lock{path, 2s};
     lock.acquire();
+#ifdef _WIN32
+    // Windows claims through a hard-linked claim file, which stays beside the lock file while it is held.
+    auto const held = test::names_in(dir.path());
+    CHECK(std::ranges::count(held, name) == 1);
+    CHECK(held.size() == 2);
+#else
     CHECK(test::names_in(dir.path()) == std::vector<std::string>{name});
+#endif
     CHECK(lock.owner()->pid == test::this_pid());
     lock.release();
     CHECK(test::names_in(dir.path()).empty());
@@ -405,8 +414,14 @@ TEST_CASE("bad input: a lock file name longer than NAME_MAX is lock_error with E
     auto const name_max = test::name_max(dir.path());
     REQUIRE(name_max > 0);
     auto const path = dir / std::string(static_cast<std::size_t>(name_max) + 1, 'y');
+#ifdef _WIN32
+    // Windows says ERROR_INVALID_NAME (123), Wine ERROR_FILE_NOT_FOUND (2): no ENAMETOOLONG to compare with.
+    for (auto const method : every_method)
+        check_os_error(path, std::nullopt, method);
+#else
     for (auto const method : every_method)
         check_os_error(path, std::errc::filename_too_long, method);
+#endif
     CHECK(test::names_in(dir.path()).empty());
 }
 

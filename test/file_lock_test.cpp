@@ -132,6 +132,7 @@ TEST_CASE("acquire then release leaves the directory empty") {
     for (auto const method :
          {openlock::claim_method::automatic, openlock::claim_method::hard_link,
           openlock::claim_method::anonymous_link, openlock::claim_method::exclusive_create}) {
+        if (!test::supported(method)) continue;
         CAPTURE(static_cast<int>(method));
         test::scratch_dir dir;
         auto const path = dir / "cycle.lock";
@@ -275,6 +276,9 @@ TEST_CASE("acquire by the thread that holds the lock throws already_locked inste
 TEST_CASE("a lock file removed behind the holder's back makes release throw not_locked") {
     for (auto const method : {openlock::claim_method::hard_link, openlock::claim_method::anonymous_link,
                               openlock::claim_method::exclusive_create}) {
+        if (!test::supported(method)) continue;
+        // A pinned lock file deleted under Wine stays visible until its holder closes it: still ours.
+        if (method == openlock::claim_method::exclusive_create && test::under_wine()) continue;
         CAPTURE(static_cast<int>(method));
         test::scratch_dir dir;
         auto const path = dir / "removed.lock";
@@ -305,6 +309,7 @@ TEST_CASE("a lock file removed behind the holder's back makes release throw not_
 // exclusive_create pins no inode, so a replacement may reuse the old inode number (docs/protocol.md 9.3).
 TEST_CASE("a lock file replaced by another record makes release throw not_locked and keeps the replacement") {
     for (auto const method : {openlock::claim_method::hard_link, openlock::claim_method::anonymous_link}) {
+        if (!test::supported(method)) continue;
         CAPTURE(static_cast<int>(method));
         test::scratch_dir dir;
         auto const path = dir / "replaced.lock";

@@ -28,6 +28,7 @@
 module;
 #include "win32.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -130,7 +131,9 @@ std::error_code delete_by_handle(HANDLE handle) noexcept {
 std::error_code create_new(std::filesystem::path const& path, std::string_view content,
                            file_identity& created, unique_handle& file) {
     auto const name = long_path(path);
-    file.reset(::CreateFileW(name.c_str(), GENERIC_WRITE | DELETE | FILE_READ_ATTRIBUTES, share_all, nullptr,
+    // No DELETE access: a handle with it conflicts with every reader that does not share delete (fopen, most
+    // programs), and a pinned handle lives as long as the lock is held.
+    file.reset(::CreateFileW(name.c_str(), GENERIC_WRITE | FILE_READ_ATTRIBUTES, share_all, nullptr,
                              CREATE_NEW, FILE_ATTRIBUTE_NORMAL | FILE_FLAG_OPEN_REPARSE_POINT, nullptr));
     if (!file.valid()) {
         auto const code = ::GetLastError();
@@ -142,7 +145,9 @@ std::error_code create_new(std::filesystem::path const& path, std::string_view c
     auto error = write_all(file.get(), content);
     if (!error) error = identify_handle(file.get(), created);
     if (error) {
-        delete_by_handle(file.get()); // ours, and incomplete
+        // Ours, and incomplete: deleted through a second handle to the same file, never by name.
+        unique_handle deleting{::ReOpenFile(file.get(), DELETE, share_all, 0)};
+        if (deleting.valid()) delete_by_handle(deleting.get());
         file.reset();
     }
     return error;
@@ -230,7 +235,12 @@ std::error_code remove_file(std::filesystem::path const& path) {
 std::error_code identify(std::filesystem::path const& path, file_identity& out) {
     unique_handle file{
         open_name(long_path(path), FILE_READ_ATTRIBUTES, OPEN_EXISTING, FILE_FLAG_BACKUP_SEMANTICS)};
-    if (!file.valid()) return last_error();
+    if (!file.valid()) {
+        auto const code = ::GetLastError();
+        if (code == ERROR_ACCESS_DENIED && last_call_met_delete_pending())
+            return win32::error_of(ERROR_FILE_NOT_FOUND); // going away: no longer anybody's file
+        return win32::error_of(code);
+    }
     return identify_handle(file.get(), out);
 }
 

@@ -26,6 +26,7 @@ module;
 
 #include <cstdint>
 #include <gsl/gsl>
+#include <iterator>
 #include <mutex>
 #include <optional>
 #include <string>

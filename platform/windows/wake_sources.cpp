@@ -8,16 +8,13 @@
 // is signalled the moment it exits. Network drives (GetDriveTypeW == DRIVE_REMOTE, UNC paths) report only
 // this machine's changes reliably: there the waiter polls with backoff, as on NFS. Polling stays the safety
 // net everywhere (a buffer overflow, a directory that cannot be watched).
-// Asynchronous waits use Asio's windows::object_handle on duplicates of the same two handles.
+// Asynchronous waits look at the same two handles every 20 ms between timer waits (see async_wait_for).
 module;
 #include "win32.hpp"
 
-#include <boost/asio/deferred.hpp>
-#include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/windows/object_handle.hpp>
 #include <boost/system/system_error.hpp>
 
 #include <algorithm>
@@ -53,15 +50,6 @@ DWORD wait_milliseconds(std::chrono::nanoseconds left) noexcept {
     return static_cast<DWORD>(std::clamp<std::int64_t>(ms, 0, INFINITE - 1));
 }
 
-unique_handle duplicate(HANDLE handle) {
-    HANDLE copy = nullptr;
-    if (!::DuplicateHandle(::GetCurrentProcess(), handle, ::GetCurrentProcess(), &copy, 0, FALSE,
-                           DUPLICATE_SAME_ACCESS))
-        throw boost::system::system_error{static_cast<int>(::GetLastError()),
-                                          boost::system::system_category(), "DuplicateHandle"};
-    return unique_handle{copy};
-}
-
 } // namespace
 
 bool is_network_file_system(std::filesystem::path const& directory) {
@@ -76,7 +64,6 @@ struct wake_sources::impl {
     unique_handle directory; ///< the watched directory, opened for overlapped ReadDirectoryChangesW
     unique_handle changed;   ///< manual-reset event of the pending read
     unique_handle holder;    ///< the watched holder's process (SYNCHRONIZE)
-    unique_handle never;     ///< an event nobody sets (asynchronous waits only)
     OVERLAPPED pending{};
     bool reading = false;
     std::int64_t holder_pid = 0;
@@ -127,14 +114,6 @@ struct wake_sources::impl {
             if (!start_reading()) return true;
         }
         return relevant;
-    }
-
-    HANDLE never_event() {
-        if (!never.valid()) never.reset(::CreateEventW(nullptr, TRUE, FALSE, nullptr));
-        if (!never.valid())
-            throw boost::system::system_error{static_cast<int>(::GetLastError()),
-                                              boost::system::system_category(), "CreateEventW"};
-        return never.get();
     }
 };
 
@@ -207,44 +186,25 @@ bool wake_sources::wait_for(std::chrono::nanoseconds timeout) {
 
 boost::asio::awaitable<bool> wake_sources::async_wait_for(std::chrono::nanoseconds timeout) {
     namespace asio = boost::asio;
-    using asio::experimental::make_parallel_group;
-    using asio::experimental::wait_for_one;
-    auto const executor = co_await asio::this_coro::executor;
-    asio::steady_timer timer{executor, timeout};
-    // object_handle closes what it owns: it gets duplicates. A missing source is stood in for by an event
-    // that nobody sets, so that the group always waits on the same three kinds of operation.
+    using clock = std::chrono::steady_clock;
+    // The same two handles as wait_for, looked at every 20 ms between timer waits: no thread is blocked, and
+    // a cancellation ends the timer wait. Asio's windows::object_handle would wait without polling, but under
+    // Wine 8 cancelling its pending wait (a parallel group whose timer fired first) never completes and
+    // stalls the io_context; 20 ms is nothing next to a takeover.
+    constexpr auto poll = std::chrono::milliseconds{20};
+    auto const until = clock::now() + timeout;
+    asio::steady_timer timer{co_await asio::this_coro::executor};
     for (;;) {
-        asio::windows::object_handle directory{
-            executor, duplicate(impl_->reading ? impl_->changed.get() : impl_->never_event()).release()};
-        asio::windows::object_handle holder{
-            executor,
-            duplicate(impl_->holder.valid() ? impl_->holder.get() : impl_->never_event()).release()};
-        // A parallel group forwards every cancellation type (terminal, partial, total) to the waits
-        // themselves.
-        auto const [order, timer_error, directory_error, holder_error] =
-            co_await make_parallel_group(timer.async_wait(asio::deferred),
-                                         directory.async_wait(asio::deferred),
-                                         holder.async_wait(asio::deferred))
-                .async_wait(wait_for_one(), asio::use_awaitable);
-        (void)timer_error;
-        (void)directory_error;
-        (void)holder_error;
-        auto const state = co_await asio::this_coro::cancellation_state;
-        if (state.cancelled() != asio::cancellation_type::none)
-            throw boost::system::system_error{asio::error::operation_aborted};
-        switch (order[0]) {
-        case 0:
-            co_return false;
-        case 2:
-            if (!impl_->holder.valid()) break; // the stand-in cannot fire; defensive
-            impl_->holder.reset();             // it exited: judge the lock again
+        if (impl_->holder.valid() && ::WaitForSingleObject(impl_->holder.get(), 0) == WAIT_OBJECT_0) {
+            impl_->holder.reset(); // it exited: judge the lock again
             impl_->holder_pid = 0;
             co_return true;
-        default:
-            if (!impl_->reading) break;
-            if (impl_->relevant_events()) co_return true;
-            break; // only other names changed: keep waiting until the same deadline
         }
+        if (impl_->relevant_events()) co_return true;
+        auto const left = until - clock::now();
+        if (left <= clock::duration::zero()) co_return false;
+        timer.expires_after(std::min<clock::duration>(left, poll));
+        co_await timer.async_wait(asio::use_awaitable); // throws operation_aborted when cancelled
     }
 }
 

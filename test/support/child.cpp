@@ -4,6 +4,7 @@
 //   += 1 hold LOCK                                         acquire, print "locked", then sleep until killed
 //   leak LOCK                                         acquire, print "locked", exit(0) without releasing
 //   try LOCK                                          print "acquired" or "busy"
+//   fence LOCK hard_link|exclusive_create             acquire a fenced 200 ms lease, print its token, release
 //   exit [STATUS]                                     exit at once (a pid that is gone afterwards)
 //   echo ARGS...                                      print ARGS as echo(1) does (Windows has no echo
 //   program) env NAME                                          print the environment variable NAME sleep
@@ -108,6 +109,22 @@ int main(int argc, char** argv) {
         std::printf("locked\n");
         std::fflush(stdout);
         std::exit(0);
+    }
+    if (mode == "fence" && argc == 4) {
+        // The breaker of the fencing test where there is no fork(): a lease of 200 ms, no clock slop.
+        auto settings = openlock::get_defaults();
+        settings.retry_period = std::chrono::milliseconds{20};
+        settings.lifetime = std::chrono::milliseconds{200};
+        settings.clock_slop = std::chrono::nanoseconds{0};
+        settings.fencing = true;
+        settings.method = std::string_view{argv[3]} == "exclusive_create"
+                              ? openlock::claim_method::exclusive_create
+                              : openlock::claim_method::hard_link;
+        openlock::file_lock other{argv[2], std::nullopt, settings};
+        other.acquire(std::chrono::seconds{5});
+        std::printf("%llu\n", static_cast<unsigned long long>(other.token()));
+        other.release();
+        return 0;
     }
     if (mode == "exit") return argc > 2 ? std::atoi(argv[2]) : 0;
     if (mode == "echo") { // echo(1) for systems without one

@@ -67,6 +67,11 @@ std::int64_t this_pid() {
     return ::GetCurrentProcessId();
 }
 
+bool under_wine() {
+    HMODULE const ntdll = ::GetModuleHandleW(L"ntdll.dll");
+    return ntdll != nullptr && ::GetProcAddress(ntdll, "wine_get_version") != nullptr;
+}
+
 std::size_t name_max(fs::path const& directory) {
     auto root = fs::absolute(directory).root_path().native();
     DWORD longest = 0;
@@ -92,6 +97,10 @@ std::int64_t pid_of_a_reaped_child() {
 
 std::int64_t this_pid() {
     return ::getpid();
+}
+
+bool under_wine() {
+    return false;
 }
 
 std::size_t name_max(fs::path const& directory) {

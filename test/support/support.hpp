@@ -42,6 +42,20 @@ std::string read_file(fs::path const& path);
 std::int64_t pid_of_a_reaped_child();
 /// This process's id.
 std::int64_t this_pid();
+/// Whether this OS has the claim method (openlock::claim_method; a template so that this header needs no
+/// import): Windows has no nameless files, so no claim_method::anonymous_link.
+template <class ClaimMethod>
+bool supported(ClaimMethod method) {
+#ifdef _WIN32
+    return method != ClaimMethod::anonymous_link;
+#else
+    (void)method;
+    return true;
+#endif
+}
+/// True under Wine, which keeps a deleted file's name (and refuses to rename over it) while any handle to it
+/// is open, where Windows 10 NTFS removes the name at once (POSIX semantics).
+bool under_wine();
 /// The longest file name the directory's file system takes (NAME_MAX; UTF-16 units on Windows).
 std::size_t name_max(fs::path const& directory);
 /// Whether this process may create symlinks here (Windows: only with a privilege or in developer mode).
