@@ -172,7 +172,18 @@ TEST_CASE("cli: run passes the command's output and arguments through unchanged"
 
 TEST_CASE("cli: the command runs while the lock file is held by the openlock process") {
 #ifdef _WIN32
-    OPENLOCK_SKIP("the command is a POSIX shell script ($PPID, cat)");
+    // No sh, no $PPID: the helper prints the lock file, whose holder must be openlock.exe (not this process).
+    test::scratch_dir dir;
+    auto const lock = dir / "x.lock";
+    auto const result =
+        test::run_cli({"run", lock.string(), "--", OPENLOCK_TEST_CHILD, "cat", lock.string()});
+    REQUIRE(result.status == 0);
+    auto const parsed = openlock::parse_record(result.out);
+    REQUIRE(parsed.status == openlock::record_status::ok);
+    CHECK(parsed.record.name == "openlock.exe");
+    CHECK(parsed.record.pid != test::this_pid());
+    CHECK(parsed.record.version >= 1);
+    CHECK(test::names_in(dir.path()).empty());
 #else
     test::scratch_dir dir;
     auto const lock = dir / "x.lock";
