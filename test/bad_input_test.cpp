@@ -350,6 +350,23 @@ TEST_CASE("bad input: a lock file name that is not UTF-8 works") {
     }
 }
 
+TEST_CASE("bad input: a lock file name with non-ASCII characters works with every claim method") {
+    test::scratch_dir dir;
+    // UTF-8 here; on Windows the file name is its UTF-16 form, and the claim file's name is built from it.
+    std::u8string const utf8 = u8"z\u00fcrich-\u9501-\u0394\u03b9\u03ac-\U0001F512.lock";
+    std::string const name{reinterpret_cast<char const*>(utf8.data()), utf8.size()};
+    auto const path = dir.path() / fs::path{utf8};
+    for (auto const method : every_method) {
+        CAPTURE(static_cast<int>(method));
+        openlock::file_lock lock{path, 2s, quick(2, 20ms, method)};
+        lock.acquire();
+        CHECK(std::ranges::count(test::names_in(dir.path()), name) == 1);
+        CHECK(openlock::inspect(path).state == openlock::lock_state::ours);
+        lock.release();
+        CHECK(test::names_in(dir.path()).empty());
+    }
+}
+
 TEST_CASE("bad input: a very long lock file name within NAME_MAX works") {
     test::scratch_dir dir;
     auto const name_max = test::name_max(dir.path());
