@@ -22,8 +22,9 @@
 // - MoveFileExW(MOVEFILE_REPLACE_EXISTING) replaces the fencing token file atomically; MoveFileExW of a
 //   directory never replaces anything, so an empty directory at the target (a guard whose owner crashed while
 //   removing it) is removed first, which is what rename(2) would have done in one step.
-// - All names go through the `\\?\` form: no MAX_PATH limit, no DOS device names, and UTF-16 names as they
-// are.
+// - A pinned file (exclusive_create) keeps a handle with write access but no DELETE access while the lock is
+//   held: a handle with DELETE access would conflict with every reader that does not share delete (fopen).
+// - All names go through the `\\?\` form: no MAX_PATH limit, no DOS device names, UTF-16 names unchanged.
 // - No FlushFileBuffers: a lock must survive its holder's crash, not the machine's (as on POSIX).
 module;
 #include "win32.hpp"
