@@ -3,7 +3,6 @@
 #include <charconv>
 #include <cmath>
 #include <string>
-#include <unistd.h>
 
 namespace openlock::cli {
 
@@ -17,7 +16,7 @@ double parse_seconds(std::string_view option, std::string_view text) {
 
 void complain(std::string const& message) {
     auto const line = "openlock: " + message + "\n";
-    [[maybe_unused]] auto const written = ::write(STDERR_FILENO, line.data(), line.size());
+    write_stderr(line);
 }
 
 } // namespace openlock::cli

@@ -35,6 +35,7 @@ created or read, 75 timeout, 1 break refused.
 
 int main(int argc, char** argv) {
     using namespace openlock::cli;
+    use_binary_stdio();
     std::span<char* const> const arguments{argv, static_cast<std::size_t>(argc)};
     try {
         if (arguments.size() < 2) throw usage("no command given (try --help)");

@@ -6,18 +6,14 @@
 #include <boost/type_traits.hpp>
 
 #include <boost/asio/io_context.hpp>
-#include <boost/process/v2/environment.hpp>
 #include <boost/process/v2/process.hpp>
 #include <chrono>
-#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <optional>
 #include <span>
 #include <string>
-#include <sys/wait.h>
-#include <unistd.h>
 #include <vector>
 
 import openlock;
@@ -93,7 +89,7 @@ std::string seconds_text(clock::duration waited) {
 class progress {
 public:
     progress(bool enabled, std::filesystem::path const& lock_file)
-        : enabled_(enabled), terminal_(::isatty(STDERR_FILENO) == 1), lock_file_(lock_file.string()) {}
+        : enabled_(enabled), terminal_(stderr_is_terminal()), lock_file_(lock_file.string()) {}
 
     void waiting(std::string const& holder, clock::duration waited) {
         if (!enabled_) return;
@@ -104,7 +100,7 @@ public:
                     seconds_text(waited);
         if (terminal_) {
             line = "\r\033[Kopenlock: " + line;
-            [[maybe_unused]] auto const written = ::write(STDERR_FILENO, line.data(), line.size());
+            write_stderr(line);
             shown_ = true;
         } else {
             complain(line);
@@ -115,7 +111,7 @@ public:
 
     void done() {
         if (!shown_) return;
-        [[maybe_unused]] auto const written = ::write(STDERR_FILENO, "\r\033[K", 4);
+        write_stderr("\r\033[K");
     }
 
 private:
@@ -127,36 +123,6 @@ private:
     clock::time_point last_line_{};
 };
 
-volatile std::sig_atomic_t child_pid = 0;
-
-extern "C" void forward_signal(int signal_number) {
-    if (child_pid > 0) ::kill(static_cast<pid_t>(child_pid), signal_number);
-}
-
-// While the command runs, SIGTERM and SIGHUP go to it (we release when it ends); a terminal's SIGINT and
-// SIGQUIT reach it directly, so we ignore ours.
-void forward_signals_to_child() {
-    struct sigaction forward{};
-    forward.sa_handler = forward_signal;
-    sigemptyset(&forward.sa_mask);
-    forward.sa_flags = SA_RESTART;
-    ::sigaction(SIGTERM, &forward, nullptr);
-    ::sigaction(SIGHUP, &forward, nullptr);
-    std::signal(SIGINT, SIG_IGN);
-    std::signal(SIGQUIT, SIG_IGN);
-}
-
-int exit_status_of(int native_status) {
-    if (WIFEXITED(native_status)) return WEXITSTATUS(native_status);
-    if (WIFSIGNALED(native_status)) return 128 + WTERMSIG(native_status);
-    return 1;
-}
-
-std::filesystem::path find_program(std::string const& name) {
-    if (name.find('/') != std::string::npos) return name;
-    return bp::environment::find_executable(name);
-}
-
 int run_child(std::vector<std::string> const& command) {
     auto const program = find_program(command.front());
     if (program.empty() || !std::filesystem::exists(program)) {
@@ -167,11 +133,14 @@ int run_child(std::vector<std::string> const& command) {
     std::vector<std::string> const arguments(command.begin() + 1, command.end());
     boost::system::error_code error;
     bp::process child{context, program, arguments};
-    child_pid = child.id();
-    forward_signals_to_child();
+    forward_signals_to_child(child.id());
     child.wait(error);
+#ifdef _WIN32
+    auto const status = native_exit_status(static_cast<int>(child.native_exit_code()), child.native_handle());
+#else
     auto const status = child.native_exit_code();
-    child_pid = 0;
+#endif
+    child_ended();
     if (error) {
         complain(command.front() + ": " + error.message());
         return not_executable;
@@ -216,7 +185,7 @@ int run_command(std::span<char* const> arguments) {
         deadline = started + std::chrono::ceil<clock::duration>(
                                  std::chrono::duration<double>(*request.timeout_seconds));
 
-    progress shown{request.verbose || ::isatty(STDERR_FILENO) == 1, request.lock_file};
+    progress shown{request.verbose || stderr_is_terminal(), request.lock_file};
     constexpr auto slice = std::chrono::milliseconds{250};
     for (;;) {
         auto wait = std::chrono::duration_cast<clock::duration>(slice);
@@ -253,8 +222,7 @@ int run_command(std::span<char* const> arguments) {
     int status = 0;
     try {
         if (auto const token = lock.token(); token != 0)
-            ::setenv("OPENLOCK_TOKEN", std::to_string(token).c_str(),
-                     1); // the child inherits our environment
+            set_environment("OPENLOCK_TOKEN", std::to_string(token)); // the child inherits our environment
         status = run_child(request.command);
     } catch (std::exception const& e) {
         complain(request.command.front() + ": " + e.what());

@@ -55,8 +55,7 @@ std::string json_string(std::string_view text) {
 
 std::string utc_time(std::chrono::system_clock::time_point when) {
     auto const seconds = std::chrono::system_clock::to_time_t(when);
-    std::tm parts{};
-    ::gmtime_r(&seconds, &parts);
+    auto const parts = utc_parts(seconds);
     char text[32];
     std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &parts);
     return text;

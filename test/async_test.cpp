@@ -167,6 +167,27 @@ TEST_CASE("an async waiter is woken by the release and not by polling") {
     });
 }
 
+TEST_CASE("an async waiter is woken by the holder process's exit and not by polling") {
+    test::scratch_dir dir;
+    auto const path = dir / "exit.lock";
+    auto holder = test::start_helper({"hold", path.string()});
+    REQUIRE(holder->read_line().starts_with("locked"));
+    auto settings = openlock::get_defaults();
+    settings.retry_period =
+        20s; // only the exit (or the removal of its lock file) can wake the waiter in time
+    openlock::file_lock waiter{path, std::nullopt, settings};
+    auto const started = std::chrono::steady_clock::now();
+    run([&]() -> asio::awaitable<void> {
+        asio::steady_timer kill_later{co_await asio::this_coro::executor, 100ms};
+        kill_later.async_wait([&](error_code) { holder->kill_hard(); });
+        co_await waiter.async_acquire(10s, asio::use_awaitable);
+        CHECK(waiter.owns_lock());
+        waiter.release();
+    });
+    CHECK(std::chrono::steady_clock::now() - started < 10s);
+    CHECK(holder->wait() == test::killed_exit_code());
+}
+
 TEST_CASE("many coroutines sharing one object take turns") {
     test::scratch_dir dir;
     openlock::file_lock lock{dir / "shared-object.lock"};

@@ -12,12 +12,15 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <system_error>
+#include <vector>
+
+#ifndef _WIN32
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <system_error>
 #include <unistd.h>
-#include <vector>
+#endif
 
 import openlock;
 
@@ -138,6 +141,7 @@ TEST_CASE("acquire then release leaves the directory empty") {
     for (auto const method :
          {openlock::claim_method::automatic, openlock::claim_method::hard_link,
           openlock::claim_method::anonymous_link, openlock::claim_method::exclusive_create}) {
+        if (!test::supported(method)) continue;
         CAPTURE(static_cast<int>(method));
         test::scratch_dir dir;
         auto const path = dir / "cycle.lock";
@@ -187,10 +191,10 @@ TEST_CASE("owns_lock and locked and getpid and owner describe the holder") {
     lock.acquire();
     CHECK(lock.owns_lock());
     CHECK(lock.locked());
-    CHECK(lock.getpid() == std::int64_t{::getpid()});
+    CHECK(lock.getpid() == std::int64_t{test::this_pid()});
     auto const holder = lock.owner();
     REQUIRE(holder.has_value());
-    CHECK(holder->pid == ::getpid());
+    CHECK(holder->pid == test::this_pid());
     CHECK(holder->version == 1);
     CHECK_FALSE(holder->name.empty());
     CHECK_FALSE(holder->host.empty());
@@ -202,7 +206,7 @@ TEST_CASE("owns_lock and locked and getpid and owner describe the holder") {
     // Another object on the same path sees the same holder but does not own it.
     CHECK_FALSE(other.owns_lock());
     CHECK(other.locked());
-    CHECK(other.getpid() == std::int64_t{::getpid()});
+    CHECK(other.getpid() == std::int64_t{test::this_pid()});
     CHECK(other.owner() == holder);
 
     lock.release();
@@ -281,6 +285,9 @@ TEST_CASE("acquire by the thread that holds the lock throws already_locked inste
 TEST_CASE("a lock file removed behind the holder's back makes release throw not_locked") {
     for (auto const method : {openlock::claim_method::hard_link, openlock::claim_method::anonymous_link,
                               openlock::claim_method::exclusive_create}) {
+        if (!test::supported(method)) continue;
+        // A pinned lock file deleted under Wine stays visible until its holder closes it: still ours.
+        if (method == openlock::claim_method::exclusive_create && test::under_wine()) continue;
         CAPTURE(static_cast<int>(method));
         test::scratch_dir dir;
         auto const path = dir / "removed.lock";
@@ -308,6 +315,7 @@ TEST_CASE("a lock file removed behind the holder's back makes release throw not_
     }
 }
 
+#ifndef _WIN32
 // Makes unlink(2) in a directory fail until destroyed: a read-only bind mount of the directory over itself as
 // root (permission bits do not stop root), its write permission taken away otherwise.
 class unlinks_refused {
@@ -351,11 +359,16 @@ private:
     bool mounted_ = false;
     int error_ = 0;
 };
+#endif
 
 // docs/protocol.md Q9: a release that cannot remove its lock file must not drop the claim (that would orphan
 // a lock file nobody will ever remove: its holder is alive, so no one takes it over). It keeps holding,
 // reports the OS error, and a later release removes the file.
 TEST_CASE("a release whose unlink fails keeps the lock held and can be retried") {
+#ifdef _WIN32
+    OPENLOCK_SKIP(
+        "needs a directory whose unlinks fail: a read-only bind mount (Linux) or write permission bits");
+#else
     struct variant {
         openlock::claim_method method;
         bool leased;
@@ -426,11 +439,13 @@ TEST_CASE("a release whose unlink fails keeps the lock held and can be retried")
         other.acquire(2s);
         other.release();
     }
+#endif
 }
 
 // exclusive_create pins no inode, so a replacement may reuse the old inode number (docs/protocol.md 9.3).
 TEST_CASE("a lock file replaced by another record makes release throw not_locked and keeps the replacement") {
     for (auto const method : {openlock::claim_method::hard_link, openlock::claim_method::anonymous_link}) {
+        if (!test::supported(method)) continue;
         CAPTURE(static_cast<int>(method));
         test::scratch_dir dir;
         auto const path = dir / "replaced.lock";
@@ -547,7 +562,7 @@ TEST_CASE("acquire with a zero or negative timeout tries exactly once") {
     test::write_file(path, openlock::serialize_record(stale_record(dir.path())));
     lock.acquire(0s);
     CHECK(lock.owns_lock());
-    CHECK(lock.owner()->pid == ::getpid());
+    CHECK(lock.owner()->pid == test::this_pid());
     lock.release();
     CHECK(test::names_in(dir.path()).empty());
 }
@@ -565,7 +580,7 @@ TEST_CASE("a 30 ms timeout on a held lock throws timeout_error naming this proce
         } catch (openlock::timeout_error const& e) {
             CHECK(e.code() == openlock::errc::timeout);
             CHECK(e.path() == path);
-            CHECK(e.holder().find("pid " + std::to_string(::getpid())) != std::string::npos);
+            CHECK(e.holder().find("pid " + std::to_string(test::this_pid())) != std::string::npos);
         }
     });
     CHECK(took >= 30ms);
@@ -764,7 +779,7 @@ TEST_CASE("on_diagnostic receives stale_lock_removed when a stale lock is taken 
     settings.on_diagnostic = [&seen](openlock::diagnostic const& d) { seen.push_back(d); };
     openlock::file_lock lock{path, 2s, settings};
     lock.acquire();
-    CHECK(lock.owner()->pid == ::getpid());
+    CHECK(lock.owner()->pid == test::this_pid());
     auto const removed = std::ranges::find_if(
         seen, [](auto const& d) { return d.what == openlock::diagnostic::kind::stale_lock_removed; });
     REQUIRE(removed != seen.end());

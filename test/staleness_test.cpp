@@ -11,14 +11,20 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
+#include <vector>
+
+#ifdef _WIN32
+#include <windows.h>
+#else
 #include <sys/syscall.h>
 #include <sys/wait.h>
-#include <thread>
 #include <unistd.h>
-#include <vector>
+#endif
 
 import openlock;
 
@@ -60,7 +66,7 @@ openlock::lock_record record_of_this_process(fs::path const& directory) {
     auto const parsed = openlock::parse_record(test::read_file(probe));
     lock.release();
     REQUIRE(parsed.status == openlock::record_status::ok);
-    REQUIRE(parsed.record.pid == ::getpid());
+    REQUIRE(parsed.record.pid == test::this_pid());
     REQUIRE(parsed.record.start_time.has_value());
     return parsed.record;
 }
@@ -78,6 +84,31 @@ std::string write_record(fs::path const& path, openlock::lock_record const& reco
     return bytes;
 }
 
+#ifdef _WIN32
+// The record a process would write: this process's host and boot with its pid, image name and creation time.
+openlock::lock_record record_of(fs::path const& directory, std::int64_t pid) {
+    auto record = record_of_this_process(directory);
+    HANDLE const process = ::OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, FALSE, static_cast<DWORD>(pid));
+    REQUIRE(process != nullptr);
+    wchar_t image[32768];
+    DWORD size = static_cast<DWORD>(std::size(image));
+    FILETIME created{};
+    FILETIME exited{};
+    FILETIME kernel{};
+    FILETIME user{};
+    bool const named = ::QueryFullProcessImageNameW(process, 0, image, &size);
+    bool const timed = ::GetProcessTimes(process, &created, &exited, &kernel, &user);
+    ::CloseHandle(process);
+    REQUIRE(named);
+    REQUIRE(timed);
+    record.pid = pid;
+    record.name = fs::path{std::wstring{image, size}}.filename().string();
+    record.start_time = (static_cast<std::uint64_t>(created.dwHighDateTime) << 32) | created.dwLowDateTime;
+    record.nonce = nonce_b;
+    return record;
+}
+
+#else
 // Fields 2 (comm), 3 (state) and 22 (start time in clock ticks) of /proc/PID/stat.
 struct proc_stat {
     std::string name;
@@ -116,6 +147,8 @@ openlock::lock_record record_of(fs::path const& directory, pid_t pid) {
     return record;
 }
 
+#endif
+
 // A stale record is judged stale, reported as not locked, and taken over by one try; nothing is left behind.
 void check_taken_over(fs::path const& directory, openlock::lock_record const& record) {
     auto const path = directory / "judged.lock";
@@ -133,7 +166,7 @@ void check_taken_over(fs::path const& directory, openlock::lock_record const& re
     CHECK(options.reported(openlock::diagnostic::kind::stale_lock_removed, path));
     auto const now = openlock::parse_record(test::read_file(path));
     REQUIRE(now.status == openlock::record_status::ok);
-    CHECK(now.record.pid == ::getpid());
+    CHECK(now.record.pid == test::this_pid());
     CHECK(now.record.nonce != record.nonce); // the old file is gone: the lock path holds our new record
     CHECK(test::read_file(path) != bytes);
     lock.release();
@@ -163,6 +196,38 @@ void check_never_taken_over(fs::path const& directory, std::string const& bytes,
     fs::remove(path);
 }
 
+#ifdef _WIN32
+// A child that runs until told to exit; afterwards our handle keeps its process object, and so its pid, until
+// reaped: the nearest thing to a zombie on Windows.
+class gated_child {
+public:
+    gated_child() : child_(test::start_helper({"sleep"})), pid_(child_->pid()) {}
+    void exit_without_reaping() {
+        if (exited_) return;
+        child_->kill_hard();
+        child_->wait(); // the process has ended; the handle stays open
+        exited_ = true;
+    }
+    void reap() { child_.reset(); }
+    [[nodiscard]] std::int64_t pid() const { return pid_; }
+
+private:
+    std::unique_ptr<test::child> child_;
+    std::int64_t pid_;
+    bool exited_ = false;
+};
+
+// A child that lives until it is killed.
+class sleeper {
+public:
+    sleeper() : child_(test::start_helper({"sleep"})) {}
+    [[nodiscard]] std::int64_t pid() const { return child_->pid(); }
+
+private:
+    std::unique_ptr<test::child> child_; // killed at destruction
+};
+
+#else
 // A child that runs until told to exit, and is reaped only when asked (or at the end): a zombie in between.
 class gated_child {
 public:
@@ -227,6 +292,8 @@ public:
 private:
     pid_t pid_;
 };
+
+#endif
 
 } // namespace
 
@@ -370,11 +437,13 @@ TEST_CASE("staleness: a zombie holder is stale before it is reaped") {
     fs::remove(path);
 
     child.exit_without_reaping();
+#ifndef _WIN32
     auto const fields = read_proc_stat(child.pid());
     REQUIRE(fields.has_value());
     CHECK(fields->state == 'Z');
     CHECK(fields->name == record.name);
     CHECK(fields->start_time == record.start_time);
+#endif
     check_taken_over(dir.path(), record);
     child.reap();
 }
@@ -390,7 +459,7 @@ TEST_CASE("guard recovery: a takeover guard left by a dead process is removed wh
     observed_options options;
     openlock::file_lock lock{path, 2s, options.settings};
     lock.acquire();
-    CHECK(lock.owner()->pid == ::getpid());
+    CHECK(lock.owner()->pid == test::this_pid());
     CHECK(options.reported(openlock::diagnostic::kind::leftover_removed, guard));
     CHECK(options.reported(openlock::diagnostic::kind::stale_lock_removed, path));
     CHECK_FALSE(fs::exists(guard));
@@ -416,7 +485,7 @@ TEST_CASE("guard recovery: a guard held by a live process blocks the takeover of
             lock.acquire(300ms);
             FAIL_CHECK("expected openlock::timeout_error");
         } catch (openlock::timeout_error const& e) {
-            CHECK(e.holder().find("pid " + std::to_string(::getpid())) !=
+            CHECK(e.holder().find("pid " + std::to_string(test::this_pid())) !=
                   std::string::npos); // the guard's holder
         }
         CHECK(options.reported(openlock::diagnostic::kind::slow_system, path));
@@ -480,6 +549,10 @@ TEST_CASE("guard recovery: claim files of dead processes are swept at takeover a
 // A process whose main thread has exited shows state Z in /proc/PID/stat while its other threads run: it
 // is alive, and only a zombie with no other threads is gone (platform/linux/process.cpp).
 TEST_CASE("staleness: a holder whose main thread exited while another thread runs is still live") {
+#ifdef _WIN32
+    OPENLOCK_SKIP(
+        "Linux /proc semantics (a main thread that exited shows state Z); Windows has no such state");
+#else
     test::scratch_dir dir;
     auto const path = dir / "threads.lock";
     int ready[2];
@@ -512,6 +585,7 @@ TEST_CASE("staleness: a holder whose main thread exited while another thread run
     if (lock.owns_lock()) lock.release();
     ::kill(pid, SIGKILL);
     ::waitpid(pid, nullptr, 0);
+#endif
 }
 
 // The sweep of leftover claim files matches the exact "<stem>.claim.<32 hex>" shape, so another lock whose

@@ -10,7 +10,6 @@
 #include <string>
 #include <thread>
 #include <tuple>
-#include <unistd.h>
 #include <vector>
 
 import openlock;
@@ -102,7 +101,7 @@ TEST_CASE("a lock acquired in one thread may be released from another thread") {
     openlock::file_lock lock{path};
     std::thread{[&] { lock.acquire(); }}.join();
     CHECK(lock.owns_lock()); // owned by the process, not by the thread that is gone
-    CHECK(lock.getpid() == std::int64_t{::getpid()});
+    CHECK(lock.getpid() == std::int64_t{test::this_pid()});
 
     lock.release(); // from this thread
     CHECK_FALSE(lock.owns_lock());
@@ -153,7 +152,7 @@ TEST_CASE("a thread waiting on an object held by another thread times out with t
     });
     REQUIRE(waited.wait_for(10s) == std::future_status::ready);
     auto const [holder, tried, timed_out_again] = waited.get();
-    CHECK(holder.find(std::to_string(::getpid())) != std::string::npos);
+    CHECK(holder.find(std::to_string(test::this_pid())) != std::string::npos);
     CHECK_FALSE(tried);
     CHECK(timed_out_again);
 

@@ -4,20 +4,52 @@
 //   += 1 hold LOCK                                         acquire, print "locked", then sleep until killed
 //   leak LOCK                                         acquire, print "locked", exit(0) without releasing
 //   try LOCK                                          print "acquired" or "busy"
+//   fence LOCK hard_link|exclusive_create             acquire a fenced 200 ms lease, print its token, release
+//   exit [STATUS]                                     exit at once (a pid that is gone afterwards)
+//   echo ARGS...                                      print ARGS as echo(1) does (Windows has no echo
+//   program) env NAME                                          print the environment variable NAME sleep
+//   sleep until killed (a live process holding nothing)
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
-#include <fcntl.h>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <thread>
+
+#ifdef _WIN32
+#include <fcntl.h>
+#include <io.h>
+#include <windows.h>
+#else
+#include <fcntl.h>
 #include <unistd.h>
+#endif
 
 import openlock;
 
 namespace {
+
+// Creates a marker file that must not exist yet: the check that nobody else is inside the critical section.
+// 0 on success, else the OS's error code.
+int create_marker(std::string const& path) {
+#ifdef _WIN32
+    HANDLE const marker =
+        ::CreateFileA(path.c_str(), GENERIC_WRITE, FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE,
+                      nullptr, CREATE_NEW, FILE_ATTRIBUTE_NORMAL, nullptr);
+    if (marker == INVALID_HANDLE_VALUE) return static_cast<int>(::GetLastError());
+    ::CloseHandle(marker);
+#else
+    int const marker = ::open(path.c_str(), O_CREAT | O_EXCL | O_WRONLY, 0644);
+    if (marker < 0) return errno;
+    ::close(marker);
+#endif
+    return 0;
+}
 
 int count(char const* lock_path, std::string const& counter, long iterations, openlock::claim_method method) {
     auto settings = openlock::get_defaults();
@@ -26,12 +58,10 @@ int count(char const* lock_path, std::string const& counter, long iterations, op
     auto const inside = counter + ".inside";
     for (long i = 0; i < iterations; ++i) {
         lock.acquire();
-        int const marker = ::open(inside.c_str(), O_CREAT | O_EXCL | O_WRONLY, 0644);
-        if (marker < 0) {
-            std::printf("violation: another holder is inside (errno %d)\n", errno);
+        if (int const error = create_marker(inside); error != 0) {
+            std::printf("violation: another holder is inside (error %d)\n", error);
             return 2;
         }
-        ::close(marker);
         long value = 0;
         {
             std::ifstream in{counter};
@@ -41,7 +71,8 @@ int count(char const* lock_path, std::string const& counter, long iterations, op
             std::ofstream out{counter, std::ios::trunc};
             out << value + 1 << '\n';
         }
-        ::unlink(inside.c_str());
+        std::error_code ignored;
+        std::filesystem::remove(inside, ignored);
         lock.release();
     }
     return 0;
@@ -50,7 +81,7 @@ int count(char const* lock_path, std::string const& counter, long iterations, op
 [[noreturn]] void hold(char const* lock_path) {
     openlock::file_lock lock{lock_path};
     lock.acquire();
-    std::printf("locked %d\n", static_cast<int>(::getpid()));
+    std::printf("locked %d\n", static_cast<int>(lock.getpid().value_or(0)));
     std::fflush(stdout);
     for (;;)
         std::this_thread::sleep_for(std::chrono::hours{1});
@@ -59,6 +90,9 @@ int count(char const* lock_path, std::string const& counter, long iterations, op
 } // namespace
 
 int main(int argc, char** argv) {
+#ifdef _WIN32
+    ::_setmode(::_fileno(stdout), _O_BINARY); // "\n" stays "\n", as the tests read it
+#endif
     std::string_view const mode = argc > 1 ? argv[1] : "";
     if (mode == "count" && argc >= 5) {
         auto method = openlock::claim_method::automatic;
@@ -77,6 +111,43 @@ int main(int argc, char** argv) {
         std::fflush(stdout);
         std::exit(0);
     }
+    if (mode == "fence" && argc == 4) {
+        // The breaker of the fencing test where there is no fork(): a lease of 200 ms, no clock slop.
+        auto settings = openlock::get_defaults();
+        settings.retry_period = std::chrono::milliseconds{20};
+        settings.lifetime = std::chrono::milliseconds{200};
+        settings.clock_slop = std::chrono::nanoseconds{0};
+        settings.fencing = true;
+        settings.method = std::string_view{argv[3]} == "exclusive_create"
+                              ? openlock::claim_method::exclusive_create
+                              : openlock::claim_method::hard_link;
+        openlock::file_lock other{argv[2], std::nullopt, settings};
+        other.acquire(std::chrono::seconds{5});
+        std::printf("%llu\n", static_cast<unsigned long long>(other.token()));
+        other.release();
+        return 0;
+    }
+    if (mode == "exit") return argc > 2 ? std::atoi(argv[2]) : 0;
+    if (mode == "echo") { // echo(1) for systems without one
+        for (int i = 2; i < argc; ++i)
+            std::printf(i > 2 ? " %s" : "%s", argv[i]);
+        std::printf("\n");
+        return 0;
+    }
+    if (mode == "cat" && argc == 3) { // cat(1) for systems without one
+        std::ifstream in{argv[2], std::ios::binary};
+        std::string bytes{std::istreambuf_iterator<char>{in}, std::istreambuf_iterator<char>{}};
+        std::fwrite(bytes.data(), 1, bytes.size(), stdout);
+        return in || in.eof() ? 0 : 1;
+    }
+    if (mode == "env" && argc == 3) {
+        char const* value = std::getenv(argv[2]);
+        std::printf("%s\n", value == nullptr ? "" : value);
+        return 0;
+    }
+    if (mode == "sleep")
+        for (;;)
+            std::this_thread::sleep_for(std::chrono::hours{1});
     if (mode == "try" && argc == 3) {
         openlock::file_lock lock{argv[2]};
         bool const acquired = lock.try_acquire();

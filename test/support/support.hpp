@@ -40,6 +40,26 @@ void write_file(fs::path const& path, std::string const& bytes);
 std::string read_file(fs::path const& path);
 /// A pid that names no process: a child that has exited and been reaped.
 std::int64_t pid_of_a_reaped_child();
+/// This process's id.
+std::int64_t this_pid();
+/// Whether this OS has the claim method (openlock::claim_method; a template so that this header needs no
+/// import): Windows has no nameless files, so no claim_method::anonymous_link.
+template <class ClaimMethod>
+bool supported(ClaimMethod method) {
+#ifdef _WIN32
+    return method != ClaimMethod::anonymous_link;
+#else
+    (void)method;
+    return true;
+#endif
+}
+/// True under Wine, which keeps a deleted file's name (and refuses to rename over it) while any handle to it
+/// is open, where Windows 10 NTFS removes the name at once (POSIX semantics).
+bool under_wine();
+/// The longest file name the directory's file system takes (NAME_MAX; UTF-16 units on Windows).
+std::size_t name_max(fs::path const& directory);
+/// Whether this process may create symlinks here (Windows: only with a privilege or in developer mode).
+bool symlinks_work(fs::path const& directory);
 
 /// The names in a directory, sorted.
 std::vector<std::string> names_in(fs::path const& directory);
@@ -54,8 +74,9 @@ public:
 
     /// The next line of its stdout, without the newline; empty at end of output.
     std::string read_line();
-    /// Waits for it to end; its exit status (128 + signal when killed).
+    /// Waits for it to end; its exit status (128 + signal when killed; on Windows the exit code).
     int wait();
+    /// SIGKILL; on Windows TerminateProcess with exit code killed_exit_code.
     void kill_hard();
     [[nodiscard]] int pid() const;
 
@@ -66,6 +87,9 @@ private:
     std::string buffered_;
     bool finished_ = false;
 };
+
+/// What child::wait() answers for a child that kill_hard() ended.
+int killed_exit_code();
 
 /// The helper process (test/support/child.cpp) with these arguments.
 std::unique_ptr<child> start_helper(std::vector<std::string> const& arguments);
@@ -80,3 +104,10 @@ struct run_result {
 run_result run_cli(std::vector<std::string> const& arguments);
 
 } // namespace test
+
+/// Ends a test that cannot apply on this OS, saying why; ctest shows it as skipped (test/CMakeLists.txt).
+#define OPENLOCK_SKIP(reason)                                                                                \
+    do {                                                                                                     \
+        MESSAGE("skipped: " << reason);                                                                      \
+        return;                                                                                              \
+    } while (false)
