@@ -194,6 +194,22 @@ char const* name_of(method m) {
     return "?";
 }
 
+char const* short_name_of(method m) {
+    switch (m) {
+    case method::poll_100us:
+        return "poll";
+    case method::flock_anchor:
+        return "flock";
+    case method::openlock_sync:
+        return "sync";
+    case method::openlock_async:
+        return "async";
+    case method::no_lock:
+        return "none";
+    }
+    return "?";
+}
+
 // The raw anchor: open(O_CREAT|O_EXCL) until it works, 100 us apart; release is unlink.
 class polling_lock {
 public:
@@ -374,11 +390,23 @@ percentiles percentiles_of(std::vector<std::int64_t> samples) {
 
 // ---- contended handoff
 
-enum class loop_shape { free, handoff };
+enum class loop_shape { free, handoff, paced };
 
 char const* name_of(loop_shape shape) {
-    return shape == loop_shape::free ? "free" : "handoff";
+    switch (shape) {
+    case loop_shape::free:
+        return "free";
+    case loop_shape::handoff:
+        return "handoff";
+    case loop_shape::paced:
+        return "paced";
+    }
+    return "?";
 }
+
+// The paced loop's hold, the floor's spacing between pings: every waiter is asleep when the lock is released,
+// as the floor's reader is when its ping arrives.
+constexpr std::int64_t paced_hold_ns = 200'000;
 
 // Just after acquire() returned: the overlap check, the latency sample, the shared counter.
 void enter_critical_section(board& b, int me, std::int64_t acquired_at, loop_shape shape,
@@ -404,7 +432,7 @@ void enter_critical_section(board& b, int me, std::int64_t acquired_at, loop_sha
     for (int spin = 0; spin < 200; ++spin)
         asm volatile("" ::: "memory");
     *static_cast<std::int64_t volatile*>(&b.counter) = seen + 1;
-    if (shape == loop_shape::handoff) {
+    if (shape != loop_shape::free) {
         b.taken.fetch_add(1);
         futex_wake_all(b.taken);
     }
@@ -473,12 +501,13 @@ bool blocking_worker(Lock& lock, board& b, int me, loop_shape shape, std::uint32
         auto const after = wait_clock::now();
         enter_critical_section(b, me, after.wall, shape, samples);
         account_wait(b, me, before, after);
+        if (shape == loop_shape::paced) sleep_ns(paced_hold_ns);
         std::uint32_t const taken = b.taken.load();
         bool const stopping = b.stop.load();
         leave_critical_section(b, me);
         lock.release();
         if (stopping) return true;
-        if (shape == loop_shape::handoff) wait_for_another_holder(b, taken);
+        if (shape != loop_shape::free) wait_for_another_holder(b, taken);
     }
 }
 
@@ -490,13 +519,14 @@ asio::awaitable<void> async_worker(openlock::file_lock& lock, board& b, int me, 
         auto const after = wait_clock::now();
         enter_critical_section(b, me, after.wall, shape, samples);
         account_wait(b, me, before, after);
+        if (shape == loop_shape::paced) sleep_ns(paced_hold_ns);
         std::uint32_t const taken = b.taken.load();
         bool const stopping = b.stop.load();
         leave_critical_section(b, me);
         lock.release();
         if (stopping) co_return;
         // Blocking the io_context thread is harmless here: this coroutine is all it runs.
-        if (shape == loop_shape::handoff) wait_for_another_holder(b, taken);
+        if (shape != loop_shape::free) wait_for_another_holder(b, taken);
     }
 }
 
@@ -1059,10 +1089,18 @@ struct settings {
     int stale_rounds = 20;
     int pings = 2000;
     int crowd = 1000;
-    std::string only; ///< comma-separated sections to run; empty: all
+    std::string only;  ///< comma-separated sections to run; empty: all
+    std::string loops; ///< comma-separated contended loop shapes to run; empty: all
+    std::string locks; ///< comma-separated locks of the contended rows (poll,flock,sync,async); empty: all
+    std::vector<int> process_counts{2, 8};
     std::optional<openlock::claim_method> method;
-    [[nodiscard]] bool runs(std::string_view section) const {
-        return only.empty() || ("," + only + ",").find("," + std::string{section} + ",") != std::string::npos;
+    [[nodiscard]] bool runs(std::string_view section) const { return listed(only, section); }
+    [[nodiscard]] bool runs(loop_shape shape) const { return listed(loops, name_of(shape)); }
+    [[nodiscard]] bool runs(enum method m) const { return listed(locks, short_name_of(m)); }
+
+private:
+    static bool listed(std::string const& list, std::string_view name) {
+        return list.empty() || ("," + list + ",").find("," + std::string{name} + ",") != std::string::npos;
     }
 };
 
@@ -1095,7 +1133,18 @@ std::optional<settings> parse(int argc, char** argv) {
             chosen.crowd = std::stoi(value);
         else if (arg.starts_with("--only="))
             chosen.only = value;
-        else if (arg.starts_with("--method=") && claim_method_named(value))
+        else if (arg.starts_with("--loops="))
+            chosen.loops = value;
+        else if (arg.starts_with("--locks="))
+            chosen.locks = value;
+        else if (arg.starts_with("--processes=")) {
+            chosen.process_counts.clear();
+            for (std::size_t at = 0; at < value.size();) {
+                auto const comma = std::min(value.find(',', at), value.size());
+                chosen.process_counts.push_back(std::stoi(value.substr(at, comma - at)));
+                at = comma + 1;
+            }
+        } else if (arg.starts_with("--method=") && claim_method_named(value))
             chosen.method = claim_method_named(value);
         else {
             std::fprintf(stderr,
@@ -1103,6 +1152,8 @@ std::optional<settings> parse(int argc, char** argv) {
                          "       [--stale-rounds=N (20)] [--pings=N (2000)] [--waiters=N (1000)]\n"
                          "       [--method=automatic|anonymous_link|hard_link|exclusive_create]\n"
                          "       [--only=floor,contended,parked,stale,crowd,detector]\n"
+                         "       [--loops=free,handoff,paced] [--locks=poll,flock,sync,async]\n"
+                         "       [--processes=2,8] (contended rows to run; all by default)\n"
                          "DIR defaults to $OPENLOCK_BENCH_DIR, else the working directory. The targets need\n"
                          "every section but detector (a lock that excludes nothing: VIOLATION and exit\n"
                          "status 1 expected).\n");
@@ -1167,9 +1218,10 @@ int main(int argc, char** argv) {
                         "acq/s", "handoffs", "p50 us", "p99 us", "CPU%/proc", "acq CPU us", "sleeps/acq");
             std::printf("%s\n", std::string(112, '-').c_str());
             std::fflush(stdout);
-            for (auto shape : {loop_shape::free, loop_shape::handoff})
-                for (int processes : {2, 8})
+            for (auto shape : {loop_shape::free, loop_shape::handoff, loop_shape::paced})
+                for (int processes : chosen->process_counts)
                     for (auto m : methods) {
+                        if (!chosen->runs(shape) || !chosen->runs(m)) continue;
                         auto const row = run_contended(m, processes, shape, scratch, chosen->seconds);
                         all_ok = all_ok && row.ok;
                         std::printf(
@@ -1184,7 +1236,10 @@ int main(int argc, char** argv) {
             std::printf(
                 "  free: the loop as written (a releaser may take the lock straight back); handoff: after\n"
                 "  release a process waits until another one took the lock, so every acquisition is a "
-                "handoff\n"
+                "handoff;\n"
+                "  paced: the handoff loop with each hold lasting 200 us, the floor's spacing, so that the\n"
+                "  waiters are asleep when the lock is released (the floor's case; in the free and handoff\n"
+                "  loops the next holder is often still busy with its own last release, which is queueing)\n"
                 "  handoffs: share of acquisitions taken from another process (latency is measured on "
                 "those)\n"
                 "  CPU%%/proc: each process's CPU over the run, %% of one core; acq CPU us: CPU spent "
@@ -1251,7 +1306,9 @@ int main(int argc, char** argv) {
                 1000.0 * crowd->drain_ms / std::max(1, crowd->acquired), crowd->ok ? "" : "  FAILED");
         }
 
-        if (floor && !rows.empty() && !parked.empty() && !stale.empty() && crowd) {
+        bool const every_row = chosen->loops.empty() && chosen->locks.empty() &&
+                               chosen->process_counts == std::vector<int>{2, 8};
+        if (floor && every_row && !rows.empty() && !parked.empty() && !stale.empty() && crowd) {
             auto const row_of = [&](loop_shape shape, method m, int processes) -> contended_row const& {
                 for (auto const& row : rows)
                     if (row.shape == shape && row.lock_kind == m && row.processes == processes) return row;
@@ -1267,7 +1324,7 @@ int main(int argc, char** argv) {
                         name_of(shape), name_of(m), mine, poll, verdict(mine >= poll));
                 }
             }
-            for (auto shape : {loop_shape::free, loop_shape::handoff})
+            for (auto shape : {loop_shape::paced, loop_shape::handoff, loop_shape::free})
                 for (int processes : {2, 8})
                     for (auto m : {method::openlock_sync, method::openlock_async}) {
                         auto const p50 = row_of(shape, m, processes).latency.p50_us;
