@@ -112,6 +112,7 @@ acquisition::acquisition(file_lock::impl& lock, deadline until)
     // before the first claim. That look follows the watch, so a wait may follow it at once (no second look
     // after arming), and a lock that is held costs a read, not a claim attempt that fails.
     auto& gate = *lock_.gate;
+    gate.retired.reset();
     if (gate.wake && gate.wake_pid == sys::current_pid()) {
         gate.wake->drain();
         armed_ = true;
@@ -124,7 +125,7 @@ acquisition::next acquisition::wait(std::chrono::nanoseconds pause, bool events_
     pause_ = limited(pause, until_);
     look_before_claiming_ = true;
     events_may_end_pause_ = events_may_end_it;
-    if (lock_.may_stage()) stage_claim(lock_.lock_file, lock_.gate->staged);
+    if (lock_.may_stage()) stage_claim(lock_.lock_file, lock_.gate->staged, lock_.doorbell());
     return next::wait;
 }
 
@@ -152,7 +153,7 @@ acquisition::next acquisition::step(failure& error) {
         }
         if (free_to_claim) {
             claim_terms terms{lock_.lifetime(), std::nullopt, settings.format,
-                              effective_flufl_separator(settings)};
+                              effective_flufl_separator(settings), lock_.doorbell()};
             std::uint64_t last_token = 0;
             if (settings.fencing) {
                 if (!read_last_token(lock_file, last_token, error)) return next::failed;
@@ -207,7 +208,8 @@ acquisition::next acquisition::step(failure& error) {
                 // that every change after that look wakes the wait that may follow.
                 auto& gate = *lock_.gate;
                 if (!gate.wake || gate.wake_pid != sys::current_pid()) {
-                    gate.wake = std::make_unique<sys::wake_sources>(lock_file, guard_path(lock_file));
+                    gate.wake = std::make_unique<sys::wake_sources>(lock_file, guard_path(lock_file),
+                                                                    settings.format == lock_format::openlock);
                     gate.wake_pid = sys::current_pid();
                 } else {
                     gate.wake->drain();
@@ -242,6 +244,16 @@ acquisition::next acquisition::step(failure& error) {
         holder_ = describe_holder(seen.record);
         auto const judged = judge(seen, settings);
         if (judged == verdict::live) wake().watch_holder(seen.record.pid);
+        // A live holder that rings our doorbell when it releases, and whose exit we watch, needs no directory
+        // events: every other waiter would wake at its release too (docs/protocol.md 8.6). A lease may end
+        // by a breaker, who rings nothing.
+        bool const rings = judged == verdict::live && seen.record.bell != 0 &&
+                           seen.record.bell == wake().doorbell() && wake().watches_holder() &&
+                           !seen.record.lifetime;
+        if (wake().want_directory_events(!rings)) {
+            look_before_claiming_ = true; // what changed while they were off went unseen
+            continue;
+        }
         if (breakable(judged)) {
             auto const takeover = remove_observed(lock_file, seen, false, settings, error);
             if (takeover.result == takeover_result::failed) return next::failed;
@@ -266,9 +278,9 @@ acquisition::next acquisition::step(failure& error) {
             }
         }
         error = {errc::timeout, lock_file, holder_};
-        // Where directory events arrive, they (and the holder's exit) end the wait: the pause is a safety
-        // net.
-        return wait(wake().watches_directory() ? settings.retry_period : backoff_.next());
+        // Where directory events arrive, or the holder rings our doorbell, they (and the holder's exit) end
+        // the wait: the pause is a safety net.
+        return wait(rings || wake().watches_directory() ? settings.retry_period : backoff_.next());
     }
 }
 
@@ -392,6 +404,10 @@ void file_lock::impl::hold(detail::claim const& claimed) {
     if (settings.keep_alive && claimed.lifetime) start_keeper();
 }
 
+std::uint64_t file_lock::impl::doorbell() const {
+    return gate->wake && gate->wake_pid == sys::current_pid() ? gate->wake->doorbell() : 0;
+}
+
 bool file_lock::impl::may_stage() {
     return !settings.fencing && local && detail::stageable(method, *local, {lifetime(), std::nullopt});
 }
@@ -417,11 +433,19 @@ bool file_lock::impl::release(detail::failure& error) {
         if (settings.keep_alive && releasing->lifetime) start_keeper();
         return false;
     }
-    // On a path this process waits on, the next acquire (ours, or the next thread's or coroutine's) finds a
-    // staged claim: made after the unlink, it delays nobody, and it lets a holder that takes the lock
-    // straight back do so with one link, as a woken waiter does (docs/protocol.md 8.5).
-    if (gate->wake && gate->wake_pid == sys::current_pid() && !abandoned && may_stage())
-        detail::stage_claim(lock_file, gate->staged);
+    // Our record named the doorbell: its listeners rely on this ring (docs/protocol.md 8.6).
+    bool const contended = gate->wake && gate->wake_pid == sys::current_pid();
+    if (contended) gate->wake->ring();
+    // The descriptor that pins the removed inode is closed by the next acquire: the close frees the inode,
+    // file system work that would otherwise delay the next holder (below).
+    gate->retired = std::move(releasing->pin);
+    if (contended) {
+        // The waiter just woken tends to be queued on this CPU (the scheduler expects the waker to block
+        // soon): let it run first, then stage our next claim (so that taking the lock straight back is one
+        // link, as for a woken waiter). Measured in bench/handoff (docs/protocol.md 8.5).
+        std::this_thread::yield();
+        if (!abandoned && may_stage()) detail::stage_claim(lock_file, gate->staged, doorbell());
+    }
     leave_gate();
     return released;
 }

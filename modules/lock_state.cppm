@@ -99,9 +99,13 @@ struct path_gate {
     std::unique_ptr<sys::wake_sources> wake;
     std::int64_t wake_pid = 0; ///< after fork() the child makes its own (a shared inotify queue loses events)
     /// Where claims may be staged on a path this process waits on: a nameless claim file with its record,
-    /// made before each wait and at each release, so that the next claim is only its link
-    /// (docs/protocol.md 8.5). Only the gate's holder uses it.
+    /// made before each wait, so that the next claim is only its link (docs/protocol.md 8.5). Only the gate's
+    /// holder uses it.
     staged_claim staged;
+    /// The last released lock file's descriptor, closed at the next acquire on this path (or with the gate):
+    /// the close frees the unlinked inode, file system work that would otherwise run on the releasing CPU
+    /// just as the woken waiter is placed there (docs/protocol.md 8.5). Only the gate's holder uses it.
+    sys::pinned_file retired;
 };
 
 /// The gate of a lock path (spelled as an absolute, lexically normal path), shared while any object uses it.
@@ -154,6 +158,8 @@ struct file_lock::impl {
     bool release(detail::failure& error);
     /// True where claims of this object may be staged (docs/protocol.md 8.5).
     bool may_stage();
+    /// The doorbell this process rings when it releases this path (the waiters' one); 0: none.
+    [[nodiscard]] std::uint64_t doorbell() const;
     /// The lifetime the next acquisition takes.
     std::optional<duration> lifetime();
     void start_keeper();

@@ -537,6 +537,7 @@ lock_record make_record(std::string nonce, claim_terms const& terms) {
     record.acquired = std::chrono::system_clock::now();
     record.lifetime = terms.lifetime;
     record.token = terms.token;
+    if (terms.format == lock_format::openlock) record.bell = terms.bell;
     return record;
 }
 
@@ -573,10 +574,12 @@ bool staged_claim_ready(staged_claim const& staged) {
     return younger_than(staged, staged_claim_max_age);
 }
 
-void stage_claim(fs::path const& lock_file, staged_claim& staged) noexcept {
+void stage_claim(fs::path const& lock_file, staged_claim& staged, std::uint64_t bell) noexcept {
     if (younger_than(staged, staged_claim_max_age / 2)) return;
     try {
-        make_anonymous_claim(lock_file, {}, staged); // best effort: the claim reports what fails
+        claim_terms terms;
+        terms.bell = bell;
+        make_anonymous_claim(lock_file, terms, staged); // best effort: the claim reports what fails
     } catch (...) {
         staged = {}; // getrandom failing, no memory: the claim meets (and reports) it again
     }

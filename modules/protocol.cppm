@@ -82,6 +82,7 @@ struct claim_terms {
     std::optional<std::uint64_t> token;
     lock_format format = lock_format::openlock; ///< flufl: a flufl.lock claim file (needs a lifetime)
     char flufl_separator = '|';
+    std::uint64_t bell = 0; ///< the doorbell this process rings when it releases (lock_record::bell); 0: none
 };
 
 /// The method a lock uses when asked for `automatic`.
@@ -112,7 +113,7 @@ bool stageable(claim_method method, bool local, claim_terms const& terms);
 /// Makes `staged` a fresh staged claim unless it holds one of ours younger than half of staged_claim_max_age.
 /// Best effort: a failure (or exception) leaves it empty, and the next claim makes its file itself (and
 /// reports the error).
-void stage_claim(std::filesystem::path const& lock_file, staged_claim& staged) noexcept;
+void stage_claim(std::filesystem::path const& lock_file, staged_claim& staged, std::uint64_t bell) noexcept;
 /// True when a claim would link `staged` (one of ours, younger than staged_claim_max_age).
 bool staged_claim_ready(staged_claim const& staged);
 

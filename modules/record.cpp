@@ -184,6 +184,9 @@ parsed_record parse_record(std::string_view text) {
             if (!parse_decimal(value, number) || number == 0)
                 return failure(record_status::malformed, "the fencing token is not a positive number");
             record.token = number;
+        } else if (key == "bell") {
+            if (!parse_decimal(value, record.bell) || record.bell == 0)
+                return failure(record_status::malformed, "the doorbell is not a positive number");
         } else if (key == "acquired") {
             record.acquired = parse_time(value);
             if (!record.acquired)
@@ -224,6 +227,7 @@ std::string serialize_record(lock_record const& record) {
     if (record.token && *record.token > 0) field("token", std::to_string(*record.token));
     if (record.lifetime && *record.lifetime > std::chrono::nanoseconds::zero())
         field("lifetime", format_seconds(*record.lifetime));
+    if (record.bell > 0) field("bell", std::to_string(record.bell));
     for (auto const& [key, value] : record.extra)
         field(key, value);
     return text;

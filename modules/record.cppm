@@ -21,7 +21,8 @@ enum class lock_format {
 
 /// Who holds a lock, as written in the lock file. Version 1 text format (docs/protocol.md):
 ///   "<pid>\n<name>\nversion=1\nhost=...\nboot_id=...\npid_ns=...\nstart_time=...\nnonce=...\nacquired=...\n"
-/// and "lifetime=<seconds>\n" for a lease, "token=<n>\n" for a fenced lock. The first two lines are those of
+/// and "lifetime=<seconds>\n" for a lease, "token=<n>\n" for a fenced lock, "bell=<inode>\n" for a holder
+/// that rings a doorbell when it releases. The first two lines are those of
 /// Python openlock; unknown keys are kept, in order, for forward compatibility.
 struct lock_record {
     std::int64_t pid = 0;
@@ -39,6 +40,9 @@ struct lock_record {
     std::optional<std::chrono::nanoseconds> lifetime;
     /// The acquisition's fencing token (options::fencing): greater than every earlier acquisition's.
     std::optional<std::uint64_t> token;
+    /// The doorbell the holder rings when it releases (the inode number of "<lock>.bell", a FIFO next to the
+    /// lock; docs/protocol.md 8.6): waiters that listen on that same FIFO need no directory events. 0: none.
+    std::uint64_t bell = 0;
     std::vector<std::pair<std::string, std::string>> extra; ///< keys this version does not know
     /// flufl.lock's records say only "<lock path><sep><host><sep><pid><sep><random>" (pid, host and the
     /// random part as nonce are filled in, the name and the version stay empty): no start time, boot or

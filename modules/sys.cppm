@@ -129,11 +129,14 @@ bool means_no_hard_links(std::error_code const& error) noexcept;
 bool is_network_file_system(std::filesystem::path const& directory);
 
 /// What a waiter sleeps on until the lock may have changed hands: changes to the lock's (or its guard's) name
-/// in its directory, and the exit of a holder on this host. Where events are unavailable it simply sleeps.
+/// in its directory, the exit of a holder on this host, and the lock's doorbell. Where events are unavailable
+/// it simply sleeps.
 class wake_sources {
 public:
-    /// Starts watching; a change after this point is queued until drained or waited for.
-    wake_sources(std::filesystem::path const& lock_file, std::filesystem::path const& guard);
+    /// Starts watching; a change after this point is queued until drained or waited for. With `doorbell` it
+    /// also listens on the lock's doorbell, made if missing, where the OS has doorbells (docs/protocol.md
+    /// 8.6): a release rung there wakes one listener instead of every waiter.
+    wake_sources(std::filesystem::path const& lock_file, std::filesystem::path const& guard, bool doorbell);
     wake_sources(wake_sources const&) = delete;
     wake_sources& operator=(wake_sources const&) = delete;
     ~wake_sources();
@@ -149,6 +152,15 @@ public:
     boost::asio::awaitable<bool> async_wait_for(std::chrono::nanoseconds timeout);
     /// True when directory events are delivered (a local file system, a watch could be set up).
     [[nodiscard]] bool watches_directory() const noexcept;
+    /// The doorbell this waiter listens on, as holders' records name it; 0: none.
+    [[nodiscard]] std::uint64_t doorbell() const noexcept;
+    /// Wakes one listener of the doorbell (a release, or a wake-up passed on); nothing without one.
+    void ring() noexcept;
+    /// True when the exit of the holder last given to watch_holder ends waits.
+    [[nodiscard]] bool watches_holder() const noexcept;
+    /// Directory events end waits unless turned off (a holder that rings the doorbell needs none). Turning
+    /// them back on returns true: a change before that went unseen, so look again before waiting.
+    bool want_directory_events(bool wanted);
 
 private:
     struct impl;

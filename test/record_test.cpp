@@ -111,6 +111,23 @@ TEST_CASE("a record built in code round-trips through serialize and parse") {
     CHECK(parsed.record == record);
 }
 
+TEST_CASE("a holder's doorbell is a positive number that round-trips, and absent means none") {
+    auto const parsed = openlock::parse_record("12\nsh\nversion=1\nnonce=x\nbell=18446744073709551615\n");
+    REQUIRE(parsed.status == openlock::record_status::ok);
+    CHECK(parsed.record.bell == 18446744073709551615ull);
+    auto const again = openlock::parse_record(openlock::serialize_record(parsed.record));
+    REQUIRE(again.status == openlock::record_status::ok);
+    CHECK(again.record == parsed.record);
+    CHECK(openlock::parse_record("12\nsh\nversion=1\nnonce=x\n").record.bell == 0);
+    CHECK(openlock::serialize_record(openlock::parse_record("12\nsh\nversion=1\nnonce=x\n").record)
+              .find("bell") == std::string::npos);
+    for (auto const* bad : {"bell=0", "bell=-1", "bell=x", "bell=", "bell=18446744073709551616"}) {
+        INFO(bad);
+        CHECK(openlock::parse_record("12\nsh\nversion=1\nnonce=x\n"s + bad + "\n").status ==
+              openlock::record_status::malformed);
+    }
+}
+
 TEST_CASE("optional fields that are absent stay absent through a round trip") {
     auto const parsed = openlock::parse_record("12\nsh\nversion=1\nnonce=x\n");
     REQUIRE(parsed.status == openlock::record_status::ok);

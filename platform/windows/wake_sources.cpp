@@ -117,7 +117,10 @@ struct wake_sources::impl {
     }
 };
 
-wake_sources::wake_sources(std::filesystem::path const& lock_file, std::filesystem::path const& guard)
+// No doorbell on Windows: a waiter is woken by the directory change (a named pipe or event could carry one,
+// docs/protocol.md 8.6), so directory events always stay on.
+wake_sources::wake_sources(std::filesystem::path const& lock_file, std::filesystem::path const& guard,
+                           bool /*doorbell*/)
     : impl_(std::make_unique<impl>()) {
     auto directory = lock_file.parent_path();
     if (directory.empty()) directory = ".";
@@ -137,6 +140,20 @@ wake_sources::wake_sources(std::filesystem::path const& lock_file, std::filesyst
 }
 
 wake_sources::~wake_sources() = default;
+
+std::uint64_t wake_sources::doorbell() const noexcept {
+    return 0;
+}
+
+void wake_sources::ring() noexcept {}
+
+bool wake_sources::watches_holder() const noexcept {
+    return impl_->holder.valid();
+}
+
+bool wake_sources::want_directory_events(bool /*wanted*/) {
+    return false; // always on: there is no doorbell to rely on instead
+}
 
 void wake_sources::watch_holder(std::int64_t pid) {
     if (pid == impl_->holder_pid && impl_->holder.valid()) return;

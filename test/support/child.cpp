@@ -4,6 +4,7 @@
 //   += 1 hold LOCK                                         acquire, print "locked", then sleep until killed
 //   leak LOCK                                         acquire, print "locked", exit(0) without releasing
 //   try LOCK                                          print "acquired" or "busy"
+//   queue LOCK MS                                     acquire (events only), print "acquired", hold MS ms
 //   fence LOCK hard_link|exclusive_create             acquire a fenced 200 ms lease, print its token, release
 //   exit [STATUS]                                     exit at once (a pid that is gone afterwards)
 //   echo ARGS...                                      print ARGS as echo(1) does (Windows has no echo
@@ -104,6 +105,18 @@ int main(int argc, char** argv) {
         return count(argv[2], argv[3], std::atol(argv[4]), method);
     }
     if (mode == "hold" && argc == 3) hold(argv[2]);
+    if (mode == "queue" && argc == 4) {
+        // Waits with events only (a 20 s safety net), holds for MS milliseconds, releases.
+        auto settings = openlock::get_defaults();
+        settings.retry_period = std::chrono::seconds{20};
+        openlock::file_lock lock{argv[2], std::chrono::seconds{20}, settings};
+        lock.acquire();
+        std::printf("acquired\n");
+        std::fflush(stdout);
+        std::this_thread::sleep_for(std::chrono::milliseconds{std::atol(argv[3])});
+        lock.release();
+        return 0;
+    }
     if (mode == "leak" && argc == 3) {
         auto* leaked = new openlock::file_lock{argv[2]};
         leaked->acquire();

@@ -1,0 +1,127 @@
+// The doorbell (docs/protocol.md 8.6): a holder that waited before names the doorbell it rings in its record,
+// and its release wakes one sleeping waiter, not every waiter; holders that ring none (or another one) are
+// waited for with directory events. Linux only: elsewhere there is no doorbell.
+#include "support/support.hpp"
+
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <cstdint>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+import openlock;
+
+using namespace std::chrono_literals;
+
+namespace {
+
+// Times the process slept voluntarily (blocked) so far: a waiter woken by an event counts one more.
+std::int64_t voluntary_switches(int pid) {
+    std::ifstream status{"/proc/" + std::to_string(pid) + "/status"};
+    std::string line;
+    while (std::getline(status, line))
+        if (line.starts_with("voluntary_ctxt_switches:")) return std::stoll(line.substr(24));
+    return -1;
+}
+
+// With a 20 s poll interval and a 10 s timeout, only an event can make a waiter succeed.
+openlock::options events_only() {
+    auto settings = openlock::get_defaults();
+    settings.retry_period = 20s;
+    return settings;
+}
+
+// Takes the lock after waiting behind another process, so that this process listens on the doorbell and
+// its record names it.
+void acquire_after_waiting(openlock::file_lock& lock, std::filesystem::path const& lock_path) {
+    auto first = test::start_helper({"queue", lock_path.string(), "200"});
+    REQUIRE(first->read_line() == "acquired");
+    lock.acquire();
+    CHECK(first->wait() == 0);
+}
+
+} // namespace
+
+TEST_CASE("doorbell: a holder that has waited names its doorbell, and a release wakes one sleeping waiter") {
+#ifndef __linux__
+    OPENLOCK_SKIP("the doorbell is Linux's (a FIFO listened on with EPOLLEXCLUSIVE); elsewhere every waiter "
+                  "wakes at a release");
+#else
+    test::scratch_dir dir;
+    auto const lock_path = dir / "bell.lock";
+    openlock::file_lock holder{lock_path, 10s, events_only()};
+    acquire_after_waiting(holder, lock_path);
+    REQUIRE(holder.owns_lock());
+    auto const record = openlock::parse_record(test::read_file(lock_path));
+    REQUIRE(record.status == openlock::record_status::ok);
+    CHECK(record.record.bell != 0);
+
+    std::vector<std::unique_ptr<test::child>> waiters;
+    for (int i = 0; i < 3; ++i)
+        waiters.push_back(test::start_helper({"queue", lock_path.string(), "300"}));
+    std::this_thread::sleep_for(500ms); // all three looked, saw a ringing holder and sleep
+    std::vector<std::int64_t> before;
+    for (auto const& waiter : waiters)
+        before.push_back(voluntary_switches(waiter->pid()));
+    holder.release();
+    std::this_thread::sleep_for(150ms); // the winner holds for 300 ms: nobody else has cause to wake
+    int woken = 0;
+    for (std::size_t i = 0; i < waiters.size(); ++i)
+        if (voluntary_switches(waiters[i]->pid()) != before[i]) ++woken;
+    CHECK(woken == 1);
+    for (auto& waiter : waiters) { // each is woken in turn by the one before it
+        CHECK(waiter->read_line() == "acquired");
+        CHECK(waiter->wait() == 0);
+    }
+    CHECK(test::names_in(dir.path()).empty()); // the doorbell is not next to the lock
+#endif
+}
+
+TEST_CASE("doorbell: a holder whose record names no doorbell is waited for with directory events") {
+    test::scratch_dir dir;
+    auto const lock_path = dir / "quiet.lock";
+    openlock::file_lock waiter{lock_path, 10s, events_only()};
+    acquire_after_waiting(waiter, lock_path); // the waiter listens on the doorbell from now on
+    waiter.release();
+    auto holder = test::start_helper({"queue", lock_path.string(), "300"}); // took it without waiting
+    REQUIRE(holder->read_line() == "acquired");
+    auto const record = openlock::parse_record(test::read_file(lock_path));
+    REQUIRE(record.status == openlock::record_status::ok);
+    CHECK(record.record.bell == 0);
+    auto const began = std::chrono::steady_clock::now();
+    waiter.acquire(); // the release rings nothing: the directory event wakes the waiter
+    CHECK(std::chrono::steady_clock::now() - began < 5s);
+    CHECK(holder->wait() == 0);
+}
+
+TEST_CASE("doorbell: a holder naming another doorbell is waited for with directory events") {
+    test::scratch_dir dir;
+    auto const lock_path = dir / "foreign.lock";
+    openlock::file_lock waiter{lock_path, 10s, events_only()};
+    acquire_after_waiting(waiter, lock_path);
+    waiter.release();
+    auto holder = test::start_helper({"hold", lock_path.string()});
+    REQUIRE(holder->read_line().starts_with("locked"));
+    // As if written by a process whose doorbell is not ours (another user's, another /tmp): the lock file
+    // keeps its inode, so the holder's own identity is unchanged.
+    auto text = test::read_file(lock_path);
+    {
+        std::ofstream rewritten{lock_path, std::ios::trunc | std::ios::binary};
+        rewritten << text << "bell=12345\n";
+    }
+    REQUIRE(openlock::parse_record(test::read_file(lock_path)).record.bell == 12345);
+    std::thread remover{[&] {
+        std::this_thread::sleep_for(200ms);
+        std::filesystem::remove(lock_path); // an operator's rm: no ring, only the directory event
+    }};
+    auto const began = std::chrono::steady_clock::now();
+    waiter.acquire();
+    remover.join();
+    CHECK(std::chrono::steady_clock::now() - began < 5s);
+    waiter.release();
+    holder->kill_hard();
+}
