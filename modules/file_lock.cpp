@@ -437,8 +437,9 @@ bool file_lock::impl::release(detail::failure& error) {
     bool const contended = gate->wake && gate->wake_pid == sys::current_pid();
     if (contended) gate->wake->ring();
     // The descriptor that pins the removed inode is closed by the next acquire: the close frees the inode,
-    // file system work that would otherwise delay the next holder (below).
-    gate->retired = std::move(releasing->pin);
+    // file system work that would otherwise delay the next holder (below). Where a removed name stays until
+    // the last handle closes (Windows), it is closed now, with the claim.
+    if (sys::removed_name_vanishes_while_open()) gate->retired = std::move(releasing->pin);
     if (contended) {
         // The waiter just woken tends to be queued on this CPU (the scheduler expects the waker to block
         // soon): let it run first, then stage our next claim (so that taking the lock straight back is one

@@ -124,6 +124,10 @@ std::error_code list_directory(std::filesystem::path const& path, std::vector<st
 /// True where the link() error means "this file system has no hard links" (fall back to exclusive create).
 bool means_no_hard_links(std::error_code const& error) noexcept;
 
+/// True where a removed file's name is gone at once although a descriptor still holds the file open (POSIX);
+/// false where the name stays until the last handle closes (Windows without POSIX delete semantics, Wine).
+bool removed_name_vanishes_while_open() noexcept;
+
 /// True when processes on other machines may change this directory (NFS, SMB, FUSE, ...): local change events
 /// cannot see their changes, so waiting there is polling only.
 bool is_network_file_system(std::filesystem::path const& directory);

@@ -269,6 +269,10 @@ std::error_code list_directory(std::filesystem::path const& path, std::vector<st
     return errno != 0 ? last_error() : std::error_code{};
 }
 
+bool removed_name_vanishes_while_open() noexcept {
+    return true;
+}
+
 bool means_no_hard_links(std::error_code const& error) noexcept {
     if (error.category() != std::system_category()) return false;
     return error.value() == EPERM || error.value() == EOPNOTSUPP || error.value() == ENOSYS;

@@ -349,6 +349,12 @@ std::error_code list_directory(std::filesystem::path const& path, std::vector<st
     return code == ERROR_NO_MORE_FILES ? std::error_code{} : win32::error_of(code);
 }
 
+// POSIX delete semantics (Windows 10 1709, NTFS) remove the name at once, but FAT, older systems and Wine
+// keep it until the last handle closes: a handle kept after release would keep the lock looking held.
+bool removed_name_vanishes_while_open() noexcept {
+    return false;
+}
+
 bool means_no_hard_links(std::error_code const& error) noexcept {
     if (error.category() != std::system_category()) return false;
     auto const code = static_cast<DWORD>(error.value());
