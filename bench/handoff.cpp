@@ -1,14 +1,18 @@
 // Contended handoff between processes (issue 6): openlock's blocking and asynchronous acquire next to the
 // anchors of the same run, printed side by side, then the issue's targets with PASS or MISS.
 //
-// Anchors: the wake-up floor (one process wakes another through a pipe, no lock at all); a raw O_EXCL lock
-// that polls every 100 us (open(O_CREAT|O_EXCL) / unlink); flock(2), the kernel-blocking ideal.
+// Anchors: the wake-up floor (one process wakes another through a pipe, no lock at all); the protocol floor
+// (openlock's own handoff system calls, statx + unlink + doorbell -> wake-up -> linkat, without any lock
+// logic); a raw O_EXCL lock that polls every 100 us (open(O_CREAT|O_EXCL) / unlink); flock(2), the
+// kernel-blocking ideal.
 //
-// Contended rows: K processes loop acquire -> critical section -> release for --seconds. Two loop shapes:
+// Contended rows: K processes loop acquire -> critical section -> release for --seconds. Three loop shapes:
 //   free     the loop as written: a releaser may take the lock straight back (like any unfair lock), so many
 //            acquisitions are not handoffs; latency is measured on the handoffs only
 //   handoff  after release a process waits (futex, outside the lock) until another process has taken the
 //            lock: every acquisition is a handoff, so acquisitions/s is the rate at which the lock moves
+//   paced    the handoff loop with every hold lasting 200 us, the floors' spacing: the waiters are asleep at
+//            each release, as the floors' readers are (the like-for-like latency comparison)
 // Handoff latency: CLOCK_MONOTONIC just before the releaser's release() to just after the next holder's
 // acquire() returned, through a shared mapping. CPU: each process's own over the run, and the CPU all K spent
 // inside acquire per acquisition (what a herd of woken waiters costs). Every critical section checks an
@@ -48,12 +52,15 @@
 #include <signal.h>
 #include <string>
 #include <string_view>
+#include <sys/epoll.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <system_error>
 #include <time.h>
 #include <unistd.h>
 #include <vector>
@@ -682,6 +689,67 @@ percentiles pipe_floor(int pings) {
     return percentiles_of(std::vector<std::int64_t>(&samples[0], &samples[0] + pings));
 }
 
+// The same handoff with openlock's system calls and no lock logic: the releaser's statx, unlink and doorbell
+// write, then the waiter's wake-up from an exclusive epoll wait on the doorbell, its read of it and the link
+// of a nameless file made beforehand. What a release-to-next-holder handoff of this protocol cannot go below
+// here.
+percentiles protocol_floor(int pings, fs::path const& directory) {
+    struct timing {
+        std::atomic<std::int64_t> sent_at{0};
+    };
+    shared<timing> when;
+    pings = std::max(pings, 1);
+    shared<std::int64_t> samples{static_cast<std::size_t>(pings)};
+    auto const lock = directory / "floor.lock";
+    auto const bell = directory / "floor.bell";
+    if (::mkfifo(bell.c_str(), 0600) != 0) throw std::system_error{errno, std::generic_category(), "mkfifo"};
+    int const doorbell = ::open(bell.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (doorbell < 0) throw std::system_error{errno, std::generic_category(), "open"};
+    pipe_pair pong;
+    auto const waiter = spawn([&] {
+        pong.close_read();
+        int const set = ::epoll_create1(EPOLL_CLOEXEC);
+        epoll_event listen{};
+        listen.events = EPOLLIN | EPOLLEXCLUSIVE;
+        listen.data.fd = doorbell;
+        if (set < 0 || ::epoll_ctl(set, EPOLL_CTL_ADD, doorbell, &listen) != 0) return false;
+        int linked =
+            -1; // kept open while linked, as a holder's pin is, and closed after the releaser's unlink
+        for (int i = 0; i < pings; ++i) {
+            int const staged = ::open(directory.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+            if (staged < 0 || ::write(staged, "0\n", 2) != 2) return false;
+            if (linked >= 0) ::close(linked);
+            pong.send(); // ready: the releaser may go
+            epoll_event ready{};
+            while (::epoll_wait(set, &ready, 1, 10'000) <= 0) {
+            }
+            char bytes[64];
+            (void)!::read(doorbell, bytes, sizeof bytes);
+            if (::linkat(staged, "", AT_FDCWD, lock.c_str(), AT_EMPTY_PATH) != 0) return false;
+            samples[static_cast<std::size_t>(i)] = monotonic_ns() - when->sent_at.load();
+            linked = staged;
+        }
+        return true;
+    });
+    pong.close_write();
+    for (int i = 0; i < pings; ++i) {
+        if (!pong.receive()) break;
+        sleep_ns(200'000);
+        when->sent_at.store(monotonic_ns());
+        struct stat seen{};
+        ::stat(lock.c_str(), &seen);
+        ::unlink(lock.c_str());
+        char const byte = 1;
+        (void)!::write(doorbell, &byte, 1);
+    }
+    reap({waiter}, 10s);
+    ::close(doorbell);
+    std::error_code ignored;
+    fs::remove(lock, ignored);
+    fs::remove(bell, ignored);
+    return percentiles_of(std::vector<std::int64_t>(&samples[0], &samples[0] + pings));
+}
+
 // ---- parked waiters
 
 struct parked_result {
@@ -1205,11 +1273,20 @@ int main(int argc, char** argv) {
         }
 
         std::optional<percentiles> floor;
+        std::optional<percentiles> files_floor;
         if (chosen->runs("floor")) {
             floor = pipe_floor(chosen->pings);
             std::printf(
-                "wake-up floor (pipe, %zu pings 200 us apart): p50 %.1f us, p90 %.1f us, p99 %.1f us\n\n",
+                "wake-up floor (pipe, %zu pings 200 us apart): p50 %.1f us, p90 %.1f us, p99 %.1f us\n",
                 floor->count, floor->p50_us, floor->p90_us, floor->p99_us);
+            files_floor = protocol_floor(chosen->pings, scratch);
+            auto const& files = *files_floor;
+            std::printf(
+                "protocol floor (statx + unlink + doorbell write -> exclusive epoll wake-up -> read + "
+                "linkat\n"
+                "  of a nameless file made before, no lock logic, same spacing): p50 %.1f us, p90 %.1f us, "
+                "p99 %.1f us\n\n",
+                files.p50_us, files.p90_us, files.p99_us);
         }
 
         std::vector<contended_row> rows;
@@ -1333,6 +1410,13 @@ int main(int argc, char** argv) {
                             name_of(shape), name_of(m), processes, p50, 2 * floor->p50_us,
                             verdict(p50 > 0 && p50 <= 2 * floor->p50_us));
                     }
+            for (int processes : {2, 8})
+                for (auto m : {method::openlock_sync, method::openlock_async}) {
+                    auto const p50 = row_of(loop_shape::paced, m, processes).latency.p50_us;
+                    std::printf("  (p50 over the protocol floor       paced   %-15s K=%d %9.1f vs %9.1f us   "
+                                "  %+.1f us)\n",
+                                name_of(m), processes, p50, files_floor->p50_us, p50 - files_floor->p50_us);
+                }
             for (auto const& [m, result] : parked)
                 if (m == method::openlock_sync || m == method::openlock_async)
                     std::printf(
