@@ -1,5 +1,6 @@
 module;
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <chrono>
 #include <cstdint>
@@ -21,6 +22,18 @@ namespace openlock::detail {
 namespace {
 
 namespace fs = std::filesystem;
+
+// A nonce: 128 random bits as 32 lowercase hex digits (docs/protocol.md 3).
+std::string random_nonce() {
+    static constexpr char digits[] = "0123456789abcdef";
+    auto const bytes = sys::random_128_bits();
+    std::string text(2 * bytes.size(), '0');
+    for (std::size_t i = 0; i < bytes.size(); ++i) {
+        text[2 * i] = digits[bytes[i] >> 4];
+        text[2 * i + 1] = digits[bytes[i] & 0xf];
+    }
+    return text;
+}
 
 // The stem of helper names: the lock's file name, or for a name too long to take the longest suffix
 // (".takeover." + 32-hex nonce, 42 bytes) within NAME_MAX, a prefix of it plus a hash of all of it.
@@ -49,7 +62,7 @@ fs::path sibling(fs::path const& lock_file, std::string const& suffix);
 // A second link to our claim file, under a fresh name of our own (the sweep knows its shape): when it works,
 // the file system has hard links, whatever the link to the lock path answered.
 bool hard_links_work(fs::path const& lock_file, fs::path const& claim_file) {
-    auto const probe = sibling(lock_file, ".claim." + sys::random_nonce());
+    auto const probe = sibling(lock_file, ".claim." + random_nonce());
     auto const code = sys::make_link(claim_file, probe);
     if (!code) sys::remove_file(probe);
     return !sys::means_no_hard_links(code);
@@ -249,7 +262,7 @@ class takeover_guard {
 public:
     explicit takeover_guard(fs::path const& lock_file)
         : guard_(guard_path(lock_file))
-        , nonce_(sys::random_nonce())
+        , nonce_(random_nonce())
         , staging_(sibling(lock_file, ".takeover." + nonce_)) {}
 
     takeover_guard(takeover_guard const&) = delete;
@@ -377,7 +390,7 @@ bool raise_last_token(fs::path const& lock_file, std::uint64_t token, failure& e
     if (!read_last_token(lock_file, last, error)) return false;
     if (last >= token) return true;
     remove_token_leftovers(lock_file);
-    auto const staged = sibling(lock_file, ".token." + sys::random_nonce());
+    auto const staged = sibling(lock_file, ".token." + random_nonce());
     sys::file_identity ignored;
     if (auto const code = sys::create_exclusive(staged, std::to_string(token) + "\n", ignored)) {
         error = {code, staged, "cannot write the fencing token"};
@@ -555,7 +568,7 @@ bool younger_than(staged_claim const& staged, std::chrono::steady_clock::duratio
 // A nameless file holding a fresh record (fresh nonce, acquired now), not linked anywhere yet.
 std::error_code make_anonymous_claim(fs::path const& lock_file, claim_terms const& terms, staged_claim& out) {
     out = {};
-    out.nonce = sys::random_nonce();
+    out.nonce = random_nonce();
     auto const record = make_record(out.nonce, terms);
     out.acquired = *record.acquired;
     out.made = std::chrono::steady_clock::now();
@@ -619,7 +632,7 @@ claim_result try_claim(fs::path const& lock_file, claim_method method, bool loca
         if (!code) return claim_result::acquired;
         if (sys::means_no_hard_links(code) && !name_taken(lock_file)) return claim_result::no_hard_links;
     } else {
-        out.nonce = sys::random_nonce();
+        out.nonce = random_nonce();
         std::string text;
         if (terms.format == lock_format::flufl) {
             if (!name_flufl_claim(lock_file, terms, out, error)) return claim_result::failed;

@@ -1,6 +1,7 @@
 // :sys — the OS seam, declared once. platform/<os>/ implements it; CMake picks the folder. Nothing here is
 // exported to users. Every call reports the OS's own error code untouched.
 module;
+#include <array>
 #include <boost/asio/awaitable.hpp>
 #include <chrono>
 #include <cstdint>
@@ -50,8 +51,8 @@ enum class process_state {
 process_state local_process_state(std::int64_t pid, std::optional<std::uint64_t> start_time,
                                   std::string_view name);
 
-/// 128 random bits as 32 hex digits.
-std::string random_nonce();
+/// 128 bits from the OS's cryptographic random source (what a nonce is made of); throws std::system_error.
+std::array<unsigned char, 16> random_128_bits();
 
 /// Creates path exclusively (never through a symlink), writes content in one go, and reports the new file's
 /// identity. A write failure removes the file again. file_exists when the name is taken.

@@ -24,6 +24,7 @@
 //   apart.
 module;
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <csignal>
@@ -334,24 +335,18 @@ process_state local_process_state(std::int64_t pid, std::optional<std::uint64_t>
     return process_state::alive;
 }
 
-std::string random_nonce() {
-    unsigned char bytes[16];
+std::array<unsigned char, 16> random_128_bits() {
+    std::array<unsigned char, 16> bytes{};
     std::size_t filled = 0;
-    while (filled < sizeof bytes) {
-        auto const got = ::getrandom(bytes + filled, sizeof bytes - filled, 0);
+    while (filled < bytes.size()) {
+        auto const got = ::getrandom(bytes.data() + filled, bytes.size() - filled, 0);
         if (got < 0) {
             if (errno == EINTR) continue;
             throw std::system_error(errno, std::system_category(), "getrandom");
         }
         filled += static_cast<std::size_t>(got);
     }
-    static constexpr char digits[] = "0123456789abcdef";
-    std::string text(2 * sizeof bytes, '0');
-    for (std::size_t i = 0; i < sizeof bytes; ++i) {
-        text[2 * i] = digits[bytes[i] >> 4];
-        text[2 * i + 1] = digits[bytes[i] & 0xf];
-    }
-    return text;
+    return bytes;
 }
 
 } // namespace openlock::sys

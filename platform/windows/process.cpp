@@ -24,6 +24,7 @@ module;
 #include <bcrypt.h>
 #include <winternl.h>
 
+#include <array>
 #include <cstdint>
 #include <gsl/gsl>
 #include <iterator>
@@ -153,19 +154,14 @@ process_state local_process_state(std::int64_t pid, std::optional<std::uint64_t>
     return process_state::alive;
 }
 
-std::string random_nonce() {
-    unsigned char bytes[16];
-    auto const status = ::BCryptGenRandom(nullptr, bytes, sizeof bytes, BCRYPT_USE_SYSTEM_PREFERRED_RNG);
+std::array<unsigned char, 16> random_128_bits() {
+    std::array<unsigned char, 16> bytes{};
+    auto const status = ::BCryptGenRandom(nullptr, bytes.data(), static_cast<ULONG>(bytes.size()),
+                                          BCRYPT_USE_SYSTEM_PREFERRED_RNG);
     if (status < 0)
         throw std::system_error(static_cast<int>(::RtlNtStatusToDosError(status)), std::system_category(),
                                 "BCryptGenRandom");
-    static constexpr char digits[] = "0123456789abcdef";
-    std::string text(2 * sizeof bytes, '0');
-    for (std::size_t i = 0; i < sizeof bytes; ++i) {
-        text[2 * i] = digits[bytes[i] >> 4];
-        text[2 * i + 1] = digits[bytes[i] & 0xf];
-    }
-    return text;
+    return bytes;
 }
 
 } // namespace openlock::sys
