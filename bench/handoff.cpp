@@ -185,36 +185,23 @@ enum class method {
     no_lock, ///< excludes nothing: --only=detector shows that the overlap detector fires
 };
 
+struct method_names {
+    char const* printed; ///< in the tables
+    char const* option;  ///< in --locks
+};
+
+// Indexed by method, in its order.
+constexpr method_names names_of_methods[] = {
+    {"O_EXCL poll 100us", "poll"}, {"flock(2)", "flock"},      {"openlock sync", "sync"},
+    {"openlock async", "async"},   {"no lock at all", "none"},
+};
+
 char const* name_of(method m) {
-    switch (m) {
-    case method::poll_100us:
-        return "O_EXCL poll 100us";
-    case method::flock_anchor:
-        return "flock(2)";
-    case method::openlock_sync:
-        return "openlock sync";
-    case method::openlock_async:
-        return "openlock async";
-    case method::no_lock:
-        return "no lock at all";
-    }
-    return "?";
+    return names_of_methods[static_cast<int>(m)].printed;
 }
 
 char const* short_name_of(method m) {
-    switch (m) {
-    case method::poll_100us:
-        return "poll";
-    case method::flock_anchor:
-        return "flock";
-    case method::openlock_sync:
-        return "sync";
-    case method::openlock_async:
-        return "async";
-    case method::no_lock:
-        return "none";
-    }
-    return "?";
+    return names_of_methods[static_cast<int>(m)].option;
 }
 
 // The raw anchor: open(O_CREAT|O_EXCL) until it works, 100 us apart; release is unlink.
