@@ -125,6 +125,27 @@ bool is_real_directory(fs::path const& path) {
            content.kind == sys::entry_kind::directory; // lstat: no symlink
 }
 
+// rmdir of a guard (or staged guard) directory whose one file was just removed. Where a removed name stays
+// until the last handle to it closes (Windows without POSIX delete semantics: Wine, FAT, SMB), a process
+// reading that record at the moment (a waiter naming the guard's holder, a sweep) keeps the name listed, and
+// rmdir fails: it is tried again while that name is all the directory holds (or nothing: it went just now),
+// for a moment. An empty directory left after that takes no one's place: the next guard replaces it, and a
+// staged one is swept once abandoned.
+void remove_emptied_directory(fs::path const& directory, std::string const& removed_name) {
+    auto const give_up = std::chrono::steady_clock::now() + std::chrono::milliseconds{250};
+    for (;;) {
+        auto const refused = sys::remove_directory(directory);
+        if (!refused || is(refused, std::errc::no_such_file_or_directory) ||
+            std::chrono::steady_clock::now() > give_up)
+            return;
+        std::vector<std::string> names;
+        if (sys::list_directory(directory, names) || names.size() > 1 ||
+            (names.size() == 1 && names.front() != removed_name))
+            return; // another guard was renamed into place: not ours
+        std::this_thread::sleep_for(std::chrono::milliseconds{1});
+    }
+}
+
 // Removes a guard-like directory whose single owner file was written by a dead process; exact removals only.
 bool remove_dead_owner_directory(fs::path const& directory) {
     std::vector<std::string> names;
@@ -133,7 +154,7 @@ bool remove_dead_owner_directory(fs::path const& directory) {
     auto const owner_file = directory / names.front();
     if (!left_by_dead_process(owner_file)) return false;
     sys::remove_file(owner_file);
-    sys::remove_directory(directory); // fails harmlessly if someone else's guard replaced it meanwhile
+    remove_emptied_directory(directory, names.front()); // fails harmlessly if another guard replaced it
     return true;
 }
 
@@ -253,8 +274,8 @@ bool remove_own_leaked_guard(fs::path const& guard) {
     if (ours == nonces.end()) return false;
     auto const removed = sys::remove_file(guard / names.front());
     if (removed && !is(removed, std::errc::no_such_file_or_directory)) return false;
+    remove_emptied_directory(guard, *ours);
     nonces.erase(ours);
-    sys::remove_directory(guard);
     return true;
 }
 
@@ -282,8 +303,7 @@ public:
         if (failed && !is(failed, std::errc::no_such_file_or_directory))
             remember_leaked_guard(nonce_);
         else
-            sys::remove_directory(
-                guard_); // an empty guard directory takes no one's place: rename replaces it
+            remove_emptied_directory(guard_, nonce_);
     }
 
     // Makes a directory holding our record and renames it into place: rename fails while another guard (a
@@ -336,7 +356,7 @@ private:
 
     void unstage() {
         sys::remove_file(staging_ / nonce_);
-        sys::remove_directory(staging_);
+        remove_emptied_directory(staging_, nonce_);
     }
 
     std::string describe_guard_holder() const {

@@ -768,6 +768,30 @@ TEST_CASE("break_lock answers nothing_to_break and removed and refused") {
     CHECK(test::names_in(dir.path()).empty());
 }
 
+TEST_CASE("a takeover leaves no guard behind while another process reads the guard's record") {
+    // Where a removed file stays listed while a reader has it open (Wine; Windows on FAT or SMB), the guard's
+    // directory can go only after that reader is done: the takeover waits for it, not leaving it behind.
+    test::scratch_dir dir;
+    auto const path = dir / "read.lock";
+    test::write_file(path, openlock::serialize_record(stale_record(dir.path())));
+    std::jthread reader;
+    bool guard_seen = false;
+    auto settings = quick();
+    settings.on_diagnostic = [&](openlock::diagnostic const& d) {
+        if (d.what != openlock::diagnostic::kind::stale_lock_removed) return;
+        auto const guard = dir / "read.lock.takeover"; // held while the takeover reports
+        auto const names = test::names_in(guard);
+        guard_seen = names.size() == 1;
+        if (guard_seen) reader = test::read_for(guard / names.front(), 50ms);
+    };
+    openlock::file_lock lock{path, 2s, settings};
+    lock.acquire();
+    reader = {}; // joined: the reader is done
+    lock.release();
+    CHECK(guard_seen);
+    CHECK(test::names_in(dir.path()) == std::vector<std::string>{});
+}
+
 TEST_CASE("on_diagnostic receives stale_lock_removed when a stale lock is taken over") {
     test::scratch_dir dir;
     auto const path = dir / "diagnosed.lock";

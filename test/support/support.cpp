@@ -16,6 +16,7 @@
 #ifdef _WIN32
 #include <windows.h>
 #else
+#include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #endif
@@ -79,6 +80,17 @@ std::size_t name_max(fs::path const& directory) {
     return longest;
 }
 
+std::jthread read_for(fs::path const& file, std::chrono::milliseconds hold) {
+    HANDLE const opened =
+        ::CreateFileW(file.c_str(), GENERIC_READ, FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE,
+                      nullptr, OPEN_EXISTING, FILE_ATTRIBUTE_NORMAL, nullptr);
+    REQUIRE(opened != INVALID_HANDLE_VALUE);
+    return std::jthread{[opened, hold] {
+        std::this_thread::sleep_for(hold);
+        ::CloseHandle(opened);
+    }};
+}
+
 bool symlinks_work(fs::path const& directory) {
     std::error_code error;
     fs::create_symlink(directory / "symlink-probe-target", directory / "symlink-probe", error);
@@ -112,7 +124,29 @@ std::size_t name_max(fs::path const& directory) {
 bool symlinks_work(fs::path const&) {
     return true;
 }
+
+std::jthread read_for(fs::path const& file, std::chrono::milliseconds hold) {
+    int const opened = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    REQUIRE(opened >= 0);
+    return std::jthread{[opened, hold] {
+        std::this_thread::sleep_for(hold);
+        ::close(opened);
+    }};
+}
 #endif
+
+} // namespace test
+
+doctest::String
+doctest::StringMaker<std::vector<std::string>>::convert(std::vector<std::string> const& names) {
+    std::string listed = "{";
+    for (auto const& name : names)
+        listed += (listed.size() > 1 ? ", \"" : "\"") + name + "\"";
+    listed += "}";
+    return listed.c_str();
+}
+
+namespace test {
 
 std::vector<std::string> names_in(fs::path const& directory) {
     std::vector<std::string> names;

@@ -11,10 +11,18 @@
 #include <boost/process/v2/stdio.hpp>
 #include <chrono>
 #include <cstdint>
+#include <doctest/doctest.h>
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
+
+// A failed CHECK on a list of names (names_in) prints the names, not "{?}".
+template <>
+struct doctest::StringMaker<std::vector<std::string>> {
+    static doctest::String convert(std::vector<std::string> const& names);
+};
 
 namespace test {
 
@@ -60,6 +68,10 @@ bool under_wine();
 std::size_t name_max(fs::path const& directory);
 /// Whether this process may create symlinks here (Windows: only with a privilege or in developer mode).
 bool symlinks_work(fs::path const& directory);
+
+/// Opens a file as a reader does (on Windows sharing read, write and delete) and closes it after `hold`, in
+/// another thread: where a removed name stays until its last handle closes (Wine, FAT), it stays that long.
+std::jthread read_for(fs::path const& file, std::chrono::milliseconds hold);
 
 /// The names in a directory, sorted.
 std::vector<std::string> names_in(fs::path const& directory);
