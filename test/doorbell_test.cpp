@@ -44,9 +44,13 @@ void acquire_after_waiting(openlock::file_lock& lock, std::filesystem::path cons
     CHECK(first->wait() == 0);
 }
 
-// A holder that waited before (so its record names the doorbell) and three waiters of `mode` ("queue" or
-// "queue-async") asleep behind it: its release must wake exactly one of them.
-void one_release_wakes_one(std::string const& mode) {
+} // namespace
+
+TEST_CASE("doorbell: a holder that has waited names its doorbell, and a release wakes one sleeping waiter") {
+#ifndef __linux__
+    OPENLOCK_SKIP("the doorbell is Linux's (a FIFO listened on with EPOLLEXCLUSIVE); elsewhere every waiter "
+                  "wakes at a release");
+#else
     test::scratch_dir dir;
     auto const lock_path = dir / "bell.lock";
     openlock::file_lock holder{lock_path, 10s, events_only()};
@@ -58,7 +62,7 @@ void one_release_wakes_one(std::string const& mode) {
 
     std::vector<std::unique_ptr<test::child>> waiters;
     for (int i = 0; i < 3; ++i)
-        waiters.push_back(test::start_helper({mode, lock_path.string(), "300"}));
+        waiters.push_back(test::start_helper({"queue", lock_path.string(), "300"}));
     std::this_thread::sleep_for(500ms); // all three looked, saw a ringing holder and sleep
     std::vector<std::int64_t> before;
     for (auto const& waiter : waiters)
@@ -74,27 +78,6 @@ void one_release_wakes_one(std::string const& mode) {
         CHECK(waiter->wait() == 0);
     }
     CHECK(test::names_in(dir.path()).empty()); // the doorbell is not next to the lock
-}
-
-} // namespace
-
-TEST_CASE("doorbell: a holder that has waited names its doorbell, and a release wakes one sleeping waiter") {
-#ifndef __linux__
-    OPENLOCK_SKIP("the doorbell is Linux's (a FIFO listened on with EPOLLEXCLUSIVE); elsewhere every waiter "
-                  "wakes at a release");
-#else
-    one_release_wakes_one("queue");
-#endif
-}
-
-TEST_CASE("doorbell: a release wakes one of the processes waiting with async_acquire, not each") {
-#ifndef __linux__
-    OPENLOCK_SKIP("the doorbell is Linux's (a FIFO listened on with EPOLLEXCLUSIVE); elsewhere every waiter "
-                  "wakes at a release");
-#else
-    // Their io_context threads are counted: the ring reaches one process's bell sleeper, which wakes that
-    // process's io_context alone.
-    one_release_wakes_one("queue-async");
 #endif
 }
 

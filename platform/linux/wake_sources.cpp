@@ -14,11 +14,6 @@
 // sleeping epoll_wait, not all (Linux 4.5). A holder names the doorbell it rings in its record, and a waiter
 // turns its directory events off only for such a holder whose exit its pidfd watches (docs/protocol.md 8.6).
 // FIFOs are opened O_RDWR (Linux: never blocks, and a write never meets "no reader") and O_NOFOLLOW.
-// EPOLLEXCLUSIVE prefers listeners that sleep in epoll_wait on the set; an asynchronous wait's set only sits
-// in Asio's reactor (nested), where nobody sleeps on it, so every asynchronous waiter would wake. For the
-// length of an asynchronous wait its doorbell is therefore lent to the process's bell sleeper: one thread
-// that sleeps in epoll_wait on the lent doorbells (each EPOLLEXCLUSIVE) and passes a ring on to its waiter
-// through an eventfd in the waiter's set.
 module;
 #include <algorithm>
 #include <array>
@@ -32,7 +27,6 @@ module;
 #include <cerrno>
 #include <chrono>
 #include <climits>
-#include <csignal>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -40,18 +34,14 @@ module;
 #include <filesystem>
 #include <gsl/gsl>
 #include <memory>
-#include <mutex>
 #include <poll.h>
-#include <pthread.h>
 #include <string>
 #include <string_view>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
-#include <thread>
 #include <unistd.h>
 #include <utility>
 #include <variant>
@@ -131,101 +121,6 @@ std::uint64_t identity_of(struct stat const& fifo) {
     return mixed == 0 ? 1 : mixed;
 }
 
-// The process's one thread that sleeps on the doorbells of asynchronous waits (see the top). Made at the
-// first asynchronous wait of a process; a child after fork() makes its own (the parent's thread is not there,
-// and its object is left alone). Never destroyed: it sleeps until the process ends.
-class bell_sleeper {
-public:
-    // nullptr: no sleeper (no epoll set, no thread): asynchronous waiters keep the doorbell in their own set.
-    static bell_sleeper* instance() {
-        static std::mutex made_mutex;
-        static bell_sleeper* made = nullptr;
-        static pid_t made_in = 0;
-        std::lock_guard guard{made_mutex};
-        if (made_in == ::getpid()) return made;
-        made_in = ::getpid();
-        made = nullptr;
-        auto sleeper = std::make_unique<bell_sleeper>();
-        if (!sleeper->start()) return nullptr;
-        made = sleeper.release();
-        return made;
-    }
-
-    // Listens on `bell` for the waiter, counting a ring into `forward`; false: not listening (keep it).
-    bool lend(int bell, int forward) {
-        std::lock_guard guard{mutex_};
-        if (stopped_) return false;
-        epoll_event wanted{};
-        wanted.events = EPOLLIN | EPOLLEXCLUSIVE;
-        wanted.data.fd = bell;
-        if (::epoll_ctl(epoll_, EPOLL_CTL_ADD, bell, &wanted) != 0) return false;
-        lent_.emplace_back(bell, forward);
-        return true;
-    }
-
-    // No ring is passed on after this returns; one that arrived since stays in the FIFO (unread).
-    void take_back(int bell) {
-        std::lock_guard guard{mutex_};
-        ::epoll_ctl(epoll_, EPOLL_CTL_DEL, bell, nullptr);
-        std::erase_if(lent_, [bell](auto const& entry) { return entry.first == bell; });
-    }
-
-private:
-    bool start() {
-        epoll_ = ::epoll_create1(EPOLL_CLOEXEC);
-        if (epoll_ < 0) return false;
-        // Signals stay with the application's threads: this one starts with all of them blocked.
-        sigset_t all{};
-        sigset_t before{};
-        ::sigfillset(&all);
-        ::pthread_sigmask(SIG_SETMASK, &all, &before);
-        bool started = true;
-        try {
-            std::thread{[this] { run(); }}.detach();
-        } catch (...) { // std::system_error: no thread (limits): no sleeper
-            started = false;
-        }
-        ::pthread_sigmask(SIG_SETMASK, &before, nullptr);
-        if (!started) close_if_open(epoll_);
-        return started;
-    }
-
-    void run() {
-        for (;;) {
-            std::array<epoll_event, 8> events{};
-            int const ready = ::epoll_wait(epoll_, events.data(), static_cast<int>(events.size()), -1);
-            int const failure = ready < 0 ? errno : 0;
-            std::lock_guard guard{mutex_};
-            if (ready < 0 && failure != EINTR) {
-                // Our set was closed under us (a program closing every descriptor): stop lending, and wake
-                // each borrower, which takes its doorbell back into its own set.
-                stopped_ = true;
-                for (auto const& [bell, forward] : lent_) {
-                    std::uint64_t const one = 1;
-                    (void)!::write(forward, &one, sizeof one);
-                }
-                return;
-            }
-            for (int i = 0; i < ready; ++i) {
-                int const bell = events[static_cast<std::size_t>(i)].data.fd;
-                auto const lent = std::find_if(lent_.begin(), lent_.end(),
-                                               [bell](auto const& entry) { return entry.first == bell; });
-                if (lent == lent_.end()) continue; // taken back meanwhile: its waiter reads the ring
-                char bytes[4096];
-                while (::read(bell, bytes, sizeof bytes) == static_cast<ssize_t>(sizeof bytes)) {
-                }
-                std::uint64_t const one = 1;
-                (void)!::write(lent->second, &one, sizeof one);
-            }
-        }
-    }
-
-    int epoll_ = -1;
-    std::mutex mutex_;
-    bool stopped_ = false;
-    std::vector<std::pair<int, int>> lent_; ///< doorbell, and the eventfd that its rings are passed on to
-};
-
 } // namespace
 
 bool is_network_file_system(std::filesystem::path const& directory) {
@@ -243,10 +138,7 @@ struct wake_sources::impl {
     int watch = -1;   ///< inotify's watch of the directory while directory events are wanted; -1: none
     int bell = -1;    ///< the doorbell FIFO (O_RDWR), in the set with EPOLLEXCLUSIVE
     std::uint64_t bell_identity = 0;
-    int forwarded =
-        -1;            ///< eventfd in the set: rings the bell sleeper took for us while the doorbell was lent
-    pid_t lent_by = 0; ///< nonzero: the doorbell is out of the set, lent to this process's bell sleeper
-    int holder = -1;   ///< the current holder's pidfd (one of recent_holders)
+    int holder = -1; ///< the current holder's pidfd (one of recent_holders)
     std::int64_t holder_pid = 0;
     /// Pidfds of the last few holders (the current one included), least recently watched first: in a herd
     /// the same few processes take turns, and a pidfd is opened once per process, not once per look. Each is
@@ -262,7 +154,6 @@ struct wake_sources::impl {
         // parent's registrations must stay.
         close_if_open(inotify);
         close_if_open(bell);
-        close_if_open(forwarded);
         for (auto& [pid, fd] : recent_holders)
             close_if_open(fd);
         close_if_open(epoll);
@@ -337,48 +228,6 @@ struct wake_sources::impl {
         return bell >= 0 && ::poll(&watched, 1, 0) == 1;
     }
 
-    // Rings the bell sleeper passed on; true when there were any.
-    bool take_forwarded() const {
-        std::uint64_t count = 0;
-        return forwarded >= 0 && ::read(forwarded, &count, sizeof count) == sizeof count && count > 0;
-    }
-
-    // For an asynchronous wait: the doorbell leaves our set for the bell sleeper's. Without a sleeper it
-    // stays (every asynchronous waiter wakes at a ring, as before).
-    void lend_bell() {
-        if (bell < 0 || lent_by != 0) return;
-        auto* const sleeper = bell_sleeper::instance();
-        if (sleeper == nullptr) return;
-        if (forwarded < 0) {
-            forwarded = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-            if (forwarded < 0) return;
-            if (!add_to_set(forwarded, EPOLLIN)) {
-                close_if_open(forwarded);
-                return;
-            }
-        }
-        if (::epoll_ctl(epoll, EPOLL_CTL_DEL, bell, nullptr) != 0) return;
-        if (sleeper->lend(bell, forwarded)) {
-            lent_by = ::getpid();
-        } else if (!add_to_set(bell, EPOLLIN | EPOLLEXCLUSIVE)) {
-            give_up_bell();
-        }
-    }
-
-    // Back into our set. A ring that came meanwhile is still in the FIFO: the set reports it.
-    void take_back_bell() {
-        if (lent_by != ::getpid()) return; // not lent, or lent by the parent before a fork (its set, too)
-        lent_by = 0;
-        bell_sleeper::instance()->take_back(bell);
-        if (!add_to_set(bell, EPOLLIN | EPOLLEXCLUSIVE)) give_up_bell();
-    }
-
-    // Out of memory for the set: no doorbell from now on (records name none, waiters use directory events).
-    void give_up_bell() {
-        close_if_open(bell);
-        bell_identity = 0;
-    }
-
     // Handles what the set reports without blocking (timeout 0) or up to `timeout_ns`; true when any of it
     // may mean the lock changed hands.
     bool collect(std::int64_t timeout_ns) {
@@ -402,9 +251,6 @@ struct wake_sources::impl {
             int const fd = events[static_cast<std::size_t>(i)].data.fd;
             if (fd == bell) {
                 drain_bell();
-                woken = true;
-            } else if (fd == forwarded) {
-                take_forwarded();
                 woken = true;
             } else if (fd == inotify) {
                 if (relevant_events()) woken = true;
@@ -534,7 +380,6 @@ bool wake_sources::want_directory_events(bool wanted) {
 void wake_sources::drain() {
     if (impl_->inotify >= 0) impl_->relevant_events();
     if (impl_->bell >= 0) impl_->drain_bell();
-    impl_->take_forwarded();
 }
 
 bool wake_sources::wait_for(std::chrono::nanoseconds timeout) {
@@ -564,12 +409,10 @@ boost::asio::awaitable<bool> wake_sources::async_wait_for(std::chrono::nanosecon
         co_return false;
     }
     // The epoll set, borrowed: released, not closed, when the wait ends. The reactor watches this one
-    // descriptor for all the sources in it; the doorbell is with the bell sleeper meanwhile.
+    // descriptor for all the sources in it.
     asio::posix::stream_descriptor events{executor};
-    impl_->lend_bell();
     auto const give_back = gsl::finally([&] {
         if (events.is_open()) events.release();
-        impl_->take_back_bell();
     });
     events.assign(impl_->epoll);
     for (;;) {
@@ -584,10 +427,9 @@ boost::asio::awaitable<bool> wake_sources::async_wait_for(std::chrono::nanosecon
         (void)events_error;
         auto const state = co_await asio::this_coro::cancellation_state;
         if (state.cancelled() != asio::cancellation_type::none) {
-            // A ring that woke this waiter alone (the bell sleeper's), or that every waiter saw (no sleeper),
-            // may have been meant for the next waiter: this one is leaving, so pass it on.
-            impl_->take_back_bell();
-            if (impl_->take_forwarded() || impl_->bell_rung()) ring();
+            // The reactor of a nested epoll set is not an exclusive listener: every asynchronous waiter
+            // wakes at a ring, and this one, leaving, may have been the only one. Pass it on.
+            if (impl_->bell_rung()) ring();
             throw boost::system::system_error{asio::error::operation_aborted};
         }
         if (order[0] == 0) co_return false;

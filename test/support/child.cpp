@@ -1,18 +1,15 @@
-// The helper process of the multi-process tests. Modes:
-// - count LOCK COUNTER N [METHOD]: N times acquire, check that nobody else is inside, add 1 to COUNTER
-// - hold LOCK: acquire, print "locked PID", sleep until killed
-// - leak LOCK: acquire, print "locked", exit(0) without releasing
-// - try LOCK: print "acquired" or "busy"
-// - queue LOCK MS: acquire (events only), print "acquired", hold MS ms, release
-// - queue-async LOCK MS: the same with async_acquire on an io_context
-// - fence LOCK hard_link|exclusive_create: acquire a fenced 200 ms lease, print its token, release
-// - exit [STATUS]: exit at once (a pid that is gone afterwards)
-// - echo ARGS...: print ARGS as echo(1) does (Windows has no echo program)
-// - env NAME: print the environment variable NAME
-// - sleep: sleep until killed (a live process holding nothing)
-#include <boost/asio/any_io_executor.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/system/error_code.hpp>
+// The helper process of the multi-process tests.
+//   count LOCK COUNTER N [hard_link|anonymous_link|exclusive_create]  N times: acquire, check no one else is
+//   inside, counter
+//   += 1 hold LOCK                                         acquire, print "locked", then sleep until killed
+//   leak LOCK                                         acquire, print "locked", exit(0) without releasing
+//   try LOCK                                          print "acquired" or "busy"
+//   queue LOCK MS                                     acquire (events only), print "acquired", hold MS ms
+//   fence LOCK hard_link|exclusive_create             acquire a fenced 200 ms lease, print its token, release
+//   exit [STATUS]                                     exit at once (a pid that is gone afterwards)
+//   echo ARGS...                                      print ARGS as echo(1) does (Windows has no echo
+//   program) env NAME                                          print the environment variable NAME sleep
+//   sleep until killed (a live process holding nothing)
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -108,23 +105,6 @@ int main(int argc, char** argv) {
         return count(argv[2], argv[3], std::atol(argv[4]), method);
     }
     if (mode == "hold" && argc == 3) hold(argv[2]);
-    if (mode == "queue-async" && argc == 4) {
-        auto settings = openlock::get_defaults();
-        settings.retry_period = std::chrono::seconds{20};
-        boost::asio::io_context io;
-        openlock::file_lock lock{argv[2], std::nullopt, settings};
-        lock.set_executor(io.get_executor());
-        boost::system::error_code result = boost::asio::error::would_block;
-        lock.async_acquire(std::chrono::seconds{20},
-                           [&](boost::system::error_code error) { result = error; });
-        io.run();
-        if (result) return 3;
-        std::printf("acquired\n");
-        std::fflush(stdout);
-        std::this_thread::sleep_for(std::chrono::milliseconds{std::atol(argv[3])});
-        lock.release();
-        return 0;
-    }
     if (mode == "queue" && argc == 4) {
         // Waits with events only (a 20 s safety net), holds for MS milliseconds, releases.
         auto settings = openlock::get_defaults();
