@@ -768,7 +768,7 @@ TEST_CASE("break_lock answers nothing_to_break and removed and refused") {
     CHECK(test::names_in(dir.path()).empty());
 }
 
-TEST_CASE("a takeover leaves no guard behind while another process reads the guard's record") {
+TEST_CASE("a takeover leaves no guard behind while a reader has the guard's record open") {
     // Where a removed file stays listed while a reader has it open (Wine; Windows on FAT or SMB), the guard's
     // directory can go only after that reader is done: the takeover waits for it, not leaving it behind.
     test::scratch_dir dir;
