@@ -217,6 +217,21 @@ private:
 };
 #endif
 
+// Every claim method takes the lock at `path` (listed in `directory` as `name`), and its release leaves
+// nothing.
+void each_method_takes_and_releases(fs::path const& directory, fs::path const& path,
+                                    std::string const& name) {
+    for (auto const method : every_method) {
+        CAPTURE(static_cast<int>(method));
+        openlock::file_lock lock{path, 2s, quick(2, 20ms, method)};
+        lock.acquire();
+        CHECK(std::ranges::count(test::names_in(directory), name) == 1);
+        CHECK(openlock::inspect(path).state == openlock::lock_state::ours);
+        lock.release();
+        CHECK(test::names_in(directory).empty());
+    }
+}
+
 } // namespace
 
 TEST_CASE("bad input: an empty lock file is invalid_lock_file after the retries") {
@@ -389,15 +404,7 @@ TEST_CASE("bad input: a lock file name that is not UTF-8 works") {
     test::scratch_dir dir;
     std::string const name = "lock-\xff\xfe\x80-\xc3\x28.lock";
     auto const path = dir / name;
-    for (auto const method : every_method) {
-        CAPTURE(static_cast<int>(method));
-        openlock::file_lock lock{path, 2s, quick(2, 20ms, method)};
-        lock.acquire();
-        CHECK(std::ranges::count(test::names_in(dir.path()), name) == 1);
-        CHECK(openlock::inspect(path).state == openlock::lock_state::ours);
-        lock.release();
-        CHECK(test::names_in(dir.path()).empty());
-    }
+    each_method_takes_and_releases(dir.path(), path, name);
 }
 
 TEST_CASE("bad input: a lock file name with non-ASCII characters works with every claim method") {
@@ -406,15 +413,7 @@ TEST_CASE("bad input: a lock file name with non-ASCII characters works with ever
     std::u8string const utf8 = u8"z\u00fcrich-\u9501-\u0394\u03b9\u03ac-\U0001F512.lock";
     std::string const name{reinterpret_cast<char const*>(utf8.data()), utf8.size()};
     auto const path = dir.path() / fs::path{utf8};
-    for (auto const method : every_method) {
-        CAPTURE(static_cast<int>(method));
-        openlock::file_lock lock{path, 2s, quick(2, 20ms, method)};
-        lock.acquire();
-        CHECK(std::ranges::count(test::names_in(dir.path()), name) == 1);
-        CHECK(openlock::inspect(path).state == openlock::lock_state::ours);
-        lock.release();
-        CHECK(test::names_in(dir.path()).empty());
-    }
+    each_method_takes_and_releases(dir.path(), path, name);
 }
 
 TEST_CASE("bad input: a very long lock file name within NAME_MAX works") {
