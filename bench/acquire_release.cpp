@@ -12,6 +12,8 @@
 // working directory (or of $OPENLOCK_BENCH_DIR) and on /dev/shm (tmpfs) when it exists. Benchmark names are
 // <method>/<file system>/{1_floor,2_openlock}, so each pair sorts together; after the run a table gives
 // openlock / floor for every pair (from the medians when there are repetitions).
+#include "file_system_name.hpp"
+
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -29,7 +31,6 @@
 #include <string_view>
 #include <sys/random.h>
 #include <sys/stat.h>
-#include <sys/statfs.h>
 #include <unistd.h>
 #include <utility>
 #include <vector>
@@ -54,36 +55,6 @@ struct scratch_directory {
         fs::remove_all(path, ignored);
     }
 };
-
-std::string file_system_name(fs::path const& directory) {
-    struct statfs info{};
-    if (::statfs(directory.c_str(), &info) != 0) return "unknown";
-    switch (static_cast<unsigned long>(static_cast<unsigned int>(info.f_type))) {
-    case 0xEF53: // ext2, ext3 and ext4 share it
-        return "ext4";
-    case 0x01021994:
-        return "tmpfs";
-    case 0x58465342:
-        return "xfs";
-    case 0x9123683E:
-        return "btrfs";
-    case 0x794C7630:
-        return "overlayfs";
-    case 0x2FC12FC1:
-        return "zfs";
-    case 0xF2F52010:
-        return "f2fs";
-    case 0x6969:
-        return "nfs";
-    case 0x65735546:
-        return "fuse";
-    default: {
-        char hex[24];
-        std::snprintf(hex, sizeof hex, "fs_%lx", static_cast<unsigned long>(info.f_type));
-        return hex;
-    }
-    }
-}
 
 std::optional<fs::path> make_scratch(fs::path const& parent) {
     std::error_code error;

@@ -26,6 +26,7 @@
 //
 // Scratch files go to the working directory (run-handoff: the build tree, ext4 under /work) unless --dir or
 // $OPENLOCK_BENCH_DIR names another directory.
+#include "../file_system_name.hpp"
 #include "common.hpp"
 
 import openlock;
@@ -33,30 +34,7 @@ import openlock;
 namespace handoff {
 namespace {
 
-// ---- report
-
-std::string file_system_name(fs::path const& directory) {
-    struct statfs info{};
-    if (::statfs(directory.c_str(), &info) != 0) return "unknown";
-    switch (static_cast<unsigned long>(static_cast<unsigned int>(info.f_type))) {
-    case 0xEF53:
-        return "ext4";
-    case 0x01021994:
-        return "tmpfs";
-    case 0x58465342:
-        return "xfs";
-    case 0x9123683E:
-        return "btrfs";
-    case 0x794C7630:
-        return "overlayfs";
-    case 0x6969:
-        return "nfs";
-    case 0x65735546:
-        return "fuse";
-    default:
-        return "other";
-    }
-}
+// ---- options
 
 struct settings {
     fs::path directory;
