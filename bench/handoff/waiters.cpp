@@ -142,6 +142,26 @@ void wait_until_blocked(pid_t pid) {
     }
 }
 
+// A stale-recovery holder: takes the lock, says so, and keeps it until it is killed.
+template <class Lock>
+[[noreturn]] void hold_until_killed(fs::path const& lock_file, pipe_pair& signal) {
+    Lock lock{lock_file};
+    lock.acquire();
+    signal.send();
+    for (;;)
+        ::pause();
+}
+
+// A stale-recovery waiter: says it is about to wait, blocks in acquire, and notes when that returned.
+template <class Lock>
+void note_acquisition(fs::path const& lock_file, pipe_pair& signal, std::atomic<std::int64_t>& acquired_at) {
+    Lock lock{lock_file};
+    signal.send();
+    lock.acquire();
+    acquired_at.store(monotonic_ns());
+    lock.release();
+}
+
 // Per round: a holder acquires and waits to be killed; a waiter blocks in acquire; SIGKILL the holder (and
 // reap it, as its parent would); the waiter notes when its acquire returned.
 stale_result run_stale(method m, int rounds, fs::path const& directory) {
@@ -158,18 +178,8 @@ stale_result run_stale(method m, int rounds, fs::path const& directory) {
         pipe_pair signal;
         auto const holder = spawn([&] {
             signal.close_read();
-            if (m == method::flock_anchor) {
-                flock_lock lock{lock_file};
-                lock.acquire();
-                signal.send();
-                for (;;)
-                    ::pause();
-            }
-            openlock::file_lock lock{lock_file};
-            lock.acquire();
-            signal.send();
-            for (;;)
-                ::pause();
+            if (m == method::flock_anchor) hold_until_killed<flock_lock>(lock_file, signal);
+            hold_until_killed<openlock::file_lock>(lock_file, signal);
             return true;
         });
         if (!signal.receive()) {
@@ -180,15 +190,11 @@ stale_result run_stale(method m, int rounds, fs::path const& directory) {
         auto const waiter = spawn([&] {
             signal.close_read();
             if (m == method::flock_anchor) {
-                flock_lock lock{lock_file};
-                signal.send();
-                lock.acquire();
-                acquired_at->store(monotonic_ns());
-                lock.release();
+                note_acquisition<flock_lock>(lock_file, signal, *acquired_at);
                 return true;
             }
-            openlock::file_lock lock{lock_file};
             if (m == method::openlock_async) {
+                openlock::file_lock lock{lock_file};
                 asio::io_context io;
                 asio::co_spawn(
                     io,
@@ -204,10 +210,7 @@ stale_result run_stale(method m, int rounds, fs::path const& directory) {
                 io.run();
                 return true;
             }
-            signal.send();
-            lock.acquire();
-            acquired_at->store(monotonic_ns());
-            lock.release();
+            note_acquisition<openlock::file_lock>(lock_file, signal, *acquired_at);
             return true;
         });
         signal.receive();
