@@ -104,6 +104,24 @@ private:
     std::int64_t began_sleeps_;
 };
 
+// One turn of a worker that holds the lock (its acquire began at `before` and returned at `after`): the
+// critical section, the release, and in the handoff and paced loops the wait for another holder (blocking:
+// an async worker's coroutine is all its io_context runs). True when the run is over.
+template <class Lock>
+bool take_turn(Lock& lock, board& b, int me, loop_shape shape, std::uint32_t* samples,
+               wait_clock const& before, wait_clock const& after) {
+    enter_critical_section(b, me, after.wall, shape, samples);
+    account_wait(b, me, before, after);
+    if (shape == loop_shape::paced) sleep_ns(paced_hold_ns);
+    std::uint32_t const taken = b.taken.load();
+    bool const stopping = b.stop.load();
+    leave_critical_section(b, me);
+    lock.release();
+    if (stopping) return true;
+    if (shape != loop_shape::free) wait_for_another_holder(b, taken);
+    return false;
+}
+
 template <class Lock>
 bool blocking_worker(Lock& lock, board& b, int me, loop_shape shape, std::uint32_t* samples,
                      pipe_pair& start) {
@@ -113,16 +131,7 @@ bool blocking_worker(Lock& lock, board& b, int me, loop_shape shape, std::uint32
     for (;;) {
         auto const before = wait_clock::now();
         lock.acquire();
-        auto const after = wait_clock::now();
-        enter_critical_section(b, me, after.wall, shape, samples);
-        account_wait(b, me, before, after);
-        if (shape == loop_shape::paced) sleep_ns(paced_hold_ns);
-        std::uint32_t const taken = b.taken.load();
-        bool const stopping = b.stop.load();
-        leave_critical_section(b, me);
-        lock.release();
-        if (stopping) return true;
-        if (shape != loop_shape::free) wait_for_another_holder(b, taken);
+        if (take_turn(lock, b, me, shape, samples, before, wait_clock::now())) return true;
     }
 }
 
@@ -131,17 +140,7 @@ asio::awaitable<void> async_worker(openlock::file_lock& lock, board& b, int me, 
     for (;;) {
         auto const before = wait_clock::now();
         co_await lock.async_acquire(asio::use_awaitable);
-        auto const after = wait_clock::now();
-        enter_critical_section(b, me, after.wall, shape, samples);
-        account_wait(b, me, before, after);
-        if (shape == loop_shape::paced) sleep_ns(paced_hold_ns);
-        std::uint32_t const taken = b.taken.load();
-        bool const stopping = b.stop.load();
-        leave_critical_section(b, me);
-        lock.release();
-        if (stopping) co_return;
-        // Blocking the io_context thread is harmless here: this coroutine is all it runs.
-        if (shape != loop_shape::free) wait_for_another_holder(b, taken);
+        if (take_turn(lock, b, me, shape, samples, before, wait_clock::now())) co_return;
     }
 }
 
