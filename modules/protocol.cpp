@@ -873,6 +873,9 @@ takeover_report remove_observed(fs::path const& lock_file, observation const& ob
             return report_back;
         }
         report_back.result = takeover_result::removed;
+        // Waiters behind a holder that rings may sleep with directory events off (docs/protocol.md 8.6).
+        if (now.what == observation::kind::held && now.record.bell != 0)
+            sys::ring_doorbell(lock_file, now.record.bell);
         if (now.what == observation::kind::held && now.record.format == lock_format::flufl)
             remove_flufl_claim(lock_file, now);
         if (judged == verdict::expired)

@@ -133,6 +133,11 @@ bool removed_name_vanishes_while_open() noexcept;
 /// cannot see their changes, so waiting there is polling only.
 bool is_network_file_system(std::filesystem::path const& directory);
 
+/// Wakes one listener of the lock's doorbell, if this process's doorbell for the lock is the one `identity`
+/// (a record's bell=) names; nothing where there are no doorbells, or nobody listens. For removals by anyone
+/// but the holder (a break, a takeover): waiters that rely on the holder's ring would sleep through them.
+void ring_doorbell(std::filesystem::path const& lock_file, std::uint64_t identity) noexcept;
+
 /// What a waiter sleeps on until the lock may have changed hands: changes to the lock's (or its guard's) name
 /// in its directory, the exit of a holder on this host, and the lock's doorbell. Where events are unavailable
 /// it simply sleeps.

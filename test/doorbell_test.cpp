@@ -125,3 +125,33 @@ TEST_CASE("doorbell: a holder naming another doorbell is waited for with directo
     waiter.release();
     holder->kill_hard();
 }
+
+TEST_CASE("doorbell: a lock broken by force rings the doorbell that its holder's record names") {
+#ifndef __linux__
+    OPENLOCK_SKIP("the doorbell is Linux's (a FIFO listened on with EPOLLEXCLUSIVE)");
+#else
+    test::scratch_dir dir;
+    auto const lock_path = dir / "broken.lock";
+    openlock::file_lock waiter{lock_path, 10s, events_only()};
+    waiter.acquire();
+    auto holder = test::start_helper({"queue", lock_path.string(), "30000"});
+    std::this_thread::sleep_for(300ms); // the holder-to-be waits behind us: it listens on the doorbell
+    waiter.release();
+    REQUIRE(holder->read_line() == "acquired");
+    REQUIRE(openlock::parse_record(test::read_file(lock_path)).record.bell != 0);
+    // The waiter trusts that holder to ring (its record names the waiter's own doorbell) and sleeps without
+    // directory events: only the breaker's ring can wake it before its 20 s pause.
+    auto broken = openlock::break_result::busy;
+    std::thread breaker{[&] {
+        std::this_thread::sleep_for(300ms);
+        broken = openlock::break_lock(lock_path, true, openlock::get_defaults());
+    }};
+    auto const began = std::chrono::steady_clock::now();
+    waiter.acquire();
+    breaker.join();
+    CHECK(std::chrono::steady_clock::now() - began < 5s);
+    CHECK(broken == openlock::break_result::removed);
+    waiter.release();
+    holder->kill_hard();
+#endif
+}

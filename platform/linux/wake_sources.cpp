@@ -93,14 +93,14 @@ void close_if_open(int& fd) {
 // directory (device and inode) and file name, not next to the lock, where a FIFO would be clutter that
 // `cat *` blocks on. Processes of other users, or with another /tmp (containers), get other doorbells: their
 // records name another one, so their waiters keep directory events. Empty: no doorbell here.
-std::filesystem::path doorbell_path(std::filesystem::path const& lock_file) {
+std::filesystem::path doorbell_path(std::filesystem::path const& lock_file, bool make_directory = true) {
     auto directory = lock_file.parent_path();
     if (directory.empty()) directory = ".";
     struct stat place{};
     if (::stat(directory.c_str(), &place) != 0) return {};
     auto const bells = "/tmp/openlock-" + std::to_string(::geteuid());
     struct stat mine{};
-    if (::mkdir(bells.c_str(), 0700) != 0 && errno != EEXIST) return {};
+    if (make_directory && ::mkdir(bells.c_str(), 0700) != 0 && errno != EEXIST) return {};
     if (::lstat(bells.c_str(), &mine) != 0 || !S_ISDIR(mine.st_mode) || mine.st_uid != ::geteuid() ||
         (mine.st_mode & 077) != 0)
         return {}; // not ours alone: someone else could read (steal) the rings
@@ -122,6 +122,29 @@ std::uint64_t identity_of(struct stat const& fifo) {
 }
 
 } // namespace
+
+void ring_doorbell(std::filesystem::path const& lock_file, std::uint64_t identity) noexcept {
+    std::filesystem::path path;
+    try {
+        path = doorbell_path(lock_file, false);
+    } catch (...) { // no memory: the waiters' pause covers it
+        return;
+    }
+    // As open_doorbell: never a symlink, never anything but our own FIFO, and only the one the record names.
+    struct stat seen{};
+    if (path.empty() || ::lstat(path.c_str(), &seen) != 0 || !S_ISFIFO(seen.st_mode) ||
+        seen.st_uid != ::geteuid() || identity_of(seen) != identity)
+        return;
+    // O_NONBLOCK: a FIFO nobody has open for reading answers ENXIO (nobody listens), instead of blocking.
+    int const fd = ::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return;
+    struct stat opened{};
+    if (::fstat(fd, &opened) == 0 && S_ISFIFO(opened.st_mode) && identity_of(opened) == identity) {
+        char const byte = 1;
+        (void)!::write(fd, &byte, 1);
+    }
+    ::close(fd);
+}
 
 bool is_network_file_system(std::filesystem::path const& directory) {
     struct statfs info{};

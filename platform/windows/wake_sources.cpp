@@ -147,6 +147,8 @@ std::uint64_t wake_sources::doorbell() const noexcept {
 
 void wake_sources::ring() noexcept {}
 
+void ring_doorbell(std::filesystem::path const&, std::uint64_t) noexcept {}
+
 bool wake_sources::watches_holder() const noexcept {
     return impl_->holder.valid();
 }
