@@ -742,15 +742,27 @@ bool is_local(fs::path const& lock_file) {
 }
 
 bool still_ours(fs::path const& lock_file, claim const& held, failure& error) {
-    // A pinned nameless file keeps its inode: identity is proof. Elsewhere inode numbers may differ per name
-    // (sshfs) or be reused after a break, so the content decides: only our acquisition wrote our nonce.
+    // Our inode at the lock path proves it while the inode is pinned: by our nameless or created file's
+    // descriptor, or by our claim file's name while that stands. A break may remove the claim file too
+    // (flufl.lock's, or a sweep of a holder it cannot judge, past its lease), and a freed inode number may
+    // come back as the next holder's lock file. Without a pin (that, or sshfs, which numbers inodes per name)
+    // the content decides: only our acquisition wrote our nonce.
     std::error_code code;
-    bool ours = false;
     if (held.identity_is_proof) {
         sys::file_identity now_there;
         code = sys::identify(lock_file, now_there);
-        ours = !code && now_there == held.identity;
-    } else {
+        if (!code && now_there != held.identity) return false;
+        if (!code) {
+            // The claim file looked at after the lock file: standing now with our inode, it stood all along
+            // (only we make that name), so the inode seen at the lock path was ours.
+            sys::file_identity claim_there;
+            if (held.claim_file.empty() ||
+                (!sys::identify(held.claim_file, claim_there) && claim_there == held.identity))
+                return true;
+        }
+    }
+    bool ours = false;
+    if (!code) {
         observation now;
         failure unreadable;
         if (!observe(lock_file, now, unreadable)) code = unreadable.code;

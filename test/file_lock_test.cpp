@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -766,6 +767,33 @@ TEST_CASE("break_lock answers nothing_to_break and removed and refused") {
     CHECK(test::read_file(path) == "garbage\n");
     CHECK(openlock::break_lock(path, true, settings) == openlock::break_result::removed);
     CHECK(test::names_in(dir.path()).empty());
+}
+
+TEST_CASE("release never removes a next holder's lock file that got the broken holder's inode number") {
+    // hard_link pins the lock's inode with the claim file's name. A break may remove that too (flufl.lock's
+    // claim files; a sweep of a holder it cannot judge, past its lease), and ext4 gives a freed inode number
+    // to the next new file at once. Rewriting the lock file in place plays that next holder: our inode
+    // number, another holder's record.
+    test::scratch_dir dir;
+    auto const path = dir / "reused.lock";
+    openlock::file_lock lock{path, 2s, quick(openlock::claim_method::hard_link)};
+    lock.acquire();
+    for (auto const& name : test::names_in(dir.path()))
+        if (name != "reused.lock") fs::remove(dir / name); // the claim file, as a break removes it
+    auto next = record_of_this_process(dir.path());
+    next.nonce = "fedcba9876543210fedcba9876543210";
+    auto const next_bytes = openlock::serialize_record(next);
+    {
+        std::ofstream rewritten{path, std::ios::in | std::ios::out | std::ios::binary}; // same inode
+        rewritten << next_bytes;
+    }
+    fs::resize_file(path, next_bytes.size());
+    REQUIRE(test::read_file(path) == next_bytes);
+
+    std::error_code error;
+    lock.release(error);
+    CHECK(error == openlock::errc::not_locked);
+    CHECK(test::read_file(path) == next_bytes); // the next holder's lock file stays
 }
 
 TEST_CASE("a takeover leaves no guard behind while a reader has the guard's record open") {
