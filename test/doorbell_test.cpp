@@ -1,6 +1,7 @@
 // The doorbell (docs/protocol.md 8.6): a holder that waited before names the doorbell it rings in its record,
 // and its release wakes one sleeping waiter, not every waiter; holders that ring none (or another one) are
-// waited for with directory events. Linux only: elsewhere there is no doorbell.
+// waited for with directory events. Linux only: elsewhere there is no doorbell. Also: waiting where a seccomp
+// filter refuses epoll_pwait2.
 #include "support/support.hpp"
 
 #include <doctest/doctest.h>
@@ -153,5 +154,26 @@ TEST_CASE("doorbell: a lock broken by force rings the doorbell that its holder's
     CHECK(broken == openlock::break_result::removed);
     waiter.release();
     holder->kill_hard();
+#endif
+}
+
+TEST_CASE("waiting works and does not spin where a seccomp filter refuses epoll_pwait2") {
+#ifndef __linux__
+    OPENLOCK_SKIP("epoll is Linux's");
+#else
+    test::scratch_dir dir;
+    auto const lock_path = dir / "filtered.lock";
+    openlock::file_lock holder{lock_path};
+    holder.acquire();
+    auto waiter = test::start_helper({"pwait2-refused", lock_path.string()});
+    REQUIRE(waiter->read_line() == "waiting");
+    std::this_thread::sleep_for(500ms);
+    auto const released = std::chrono::steady_clock::now();
+    holder.release();
+    auto const reply = waiter->read_line();                  // "acquired <CPU ms>"
+    CHECK(std::chrono::steady_clock::now() - released < 5s); // woken by the event, not the 20 s pause
+    REQUIRE(reply.starts_with("acquired "));
+    CHECK(std::stol(reply.substr(9)) < 250); // asleep while it waited, not spinning for 500 ms
+    CHECK(waiter->wait() == 0);
 #endif
 }

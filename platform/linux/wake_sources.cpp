@@ -17,6 +17,7 @@
 module;
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
@@ -259,14 +260,26 @@ struct wake_sources::impl {
         timespec const pause{static_cast<time_t>(timeout_ns / 1'000'000'000),
                              static_cast<long>(timeout_ns % 1'000'000'000)};
 #ifdef SYS_epoll_pwait2
-        ready = static_cast<int>(::syscall(SYS_epoll_pwait2, epoll, events.data(),
-                                           static_cast<int>(events.size()), &pause, nullptr, 0));
-        if (ready < 0 && errno == ENOSYS)
+        // Kernels before 5.11 answer ENOSYS; seccomp filters may answer EPERM (or anything) for system calls
+        // they do not know. Whatever it is, epoll_wait from then on.
+        static std::atomic<bool> pwait2_refused{false};
+        if (!pwait2_refused.load(std::memory_order_relaxed)) {
+            ready = static_cast<int>(::syscall(SYS_epoll_pwait2, epoll, events.data(),
+                                               static_cast<int>(events.size()), &pause, nullptr, 0));
+            if (ready < 0 && errno != EINTR) pwait2_refused.store(true, std::memory_order_relaxed);
+        }
+        if (pwait2_refused.load(std::memory_order_relaxed))
 #endif
         {
             auto const milliseconds = (timeout_ns + 999'999) / 1'000'000; // never wake early
             ready = ::epoll_wait(epoll, events.data(), static_cast<int>(events.size()),
                                  static_cast<int>(std::min<std::int64_t>(milliseconds, INT_MAX)));
+        }
+        if (ready < 0 && errno != EINTR) {
+            // The set is unusable (closed under us by a program that closes every descriptor): sleep-polling
+            // from now on, instead of returning at once to a waiter that would call again, a busy loop.
+            close_if_open(epoll);
+            return false;
         }
         if (ready <= 0) return false;
         bool woken = false;
@@ -457,6 +470,7 @@ boost::asio::awaitable<bool> wake_sources::async_wait_for(std::chrono::nanosecon
         }
         if (order[0] == 0) co_return false;
         if (impl_->collect(0)) co_return true;
+        if (impl_->epoll < 0) co_return false; // the set failed: the caller looks, then waits on a timer
         // Only other names changed: keep waiting until the same deadline.
     }
 }

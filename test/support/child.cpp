@@ -30,6 +30,14 @@
 #include <fcntl.h>
 #include <unistd.h>
 #endif
+#ifdef __linux__
+#include <cstddef>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#endif
 
 import openlock;
 
@@ -105,6 +113,35 @@ int main(int argc, char** argv) {
         return count(argv[2], argv[3], std::atol(argv[4]), method);
     }
     if (mode == "hold" && argc == 3) hold(argv[2]);
+#if defined(__linux__) && defined(SYS_epoll_pwait2)
+    if (mode == "pwait2-refused" && argc == 3) {
+        // As a seccomp filter that does not know epoll_pwait2 answers: EPERM. Then wait (events only) and
+        // print the CPU time the wait took, in milliseconds.
+        sock_filter filter[] = {
+            BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_epoll_pwait2, 0, 1),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        };
+        sock_fprog program{static_cast<unsigned short>(std::size(filter)), filter};
+        if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+            ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program) != 0)
+            return 4;
+        auto settings = openlock::get_defaults();
+        settings.retry_period = std::chrono::seconds{20};
+        openlock::file_lock lock{argv[2], std::chrono::seconds{10}, settings};
+        std::printf("waiting\n");
+        std::fflush(stdout);
+        lock.acquire();
+        rusage used{};
+        ::getrusage(RUSAGE_SELF, &used);
+        long const cpu_ms = (used.ru_utime.tv_sec + used.ru_stime.tv_sec) * 1000L +
+                            (used.ru_utime.tv_usec + used.ru_stime.tv_usec) / 1000L;
+        std::printf("acquired %ld\n", cpu_ms);
+        lock.release();
+        return 0;
+    }
+#endif
     if (mode == "queue" && argc == 4) {
         // Waits with events only (a 20 s safety net), holds for MS milliseconds, releases.
         auto settings = openlock::get_defaults();
