@@ -123,13 +123,19 @@ asio::awaitable<error_code> acquire_async(std::shared_ptr<file_lock::impl> lock,
             break;
         }
         // Cancellation throws out of these waits; between two looks nothing of ours is on disk.
+        bool woken = false;
         if (attempt.events_may_end_pause()) {
-            if (co_await attempt.wake().async_wait_for(attempt.pause())) attempt.woken_by_event();
+            woken = co_await attempt.wake().async_wait_for(attempt.pause());
+            if (woken) attempt.woken_by_event();
         } else {
             asio::steady_timer pause{co_await asio::this_coro::executor, attempt.pause()};
             co_await pause.async_wait(asio::use_awaitable);
         }
-        if (lock->abandoned) co_return asio::error::operation_aborted;
+        if (lock->abandoned) {
+            // Leaving without a look: a ring that woke us (and maybe no one else) is passed on.
+            if (woken) attempt.wake().ring();
+            co_return asio::error::operation_aborted;
+        }
     }
 }
 

@@ -136,6 +136,14 @@ void acquisition::woken_by_event() {
     if (look_before_claiming_ && staged_claim_ready(lock_.gate->staged)) look_before_claiming_ = false;
 }
 
+// A claim that must not stand (its fencing token is not new): removed as a release removes it, rung as a
+// release rings (its record named our doorbell, and waiters may rely on that).
+void acquisition::give_back(claim const& attempt) {
+    failure ignored;
+    if (!release_claim(lock_.lock_file, attempt, ignored)) remember_orphan(attempt.nonce);
+    if (lock_.gate->wake && lock_.gate->wake_pid == sys::current_pid()) lock_.gate->wake->ring();
+}
+
 acquisition::next acquisition::step(failure& error) {
     auto const& settings = lock_.settings;
     auto const& lock_file = lock_.lock_file;
@@ -166,13 +174,11 @@ acquisition::next acquisition::step(failure& error) {
                     // Another acquisition may have taken and released the lock between our read of the last
                     // token and our claim, with the same token: ours must be new now, or we give it back.
                     if (!read_last_token(lock_file, last_token, error)) {
-                        failure ignored;
-                        if (!release_claim(lock_file, attempt, ignored)) remember_orphan(attempt.nonce);
+                        give_back(attempt);
                         return next::failed;
                     }
                     if (last_token >= *terms.token) {
-                        failure ignored;
-                        if (!release_claim(lock_file, attempt, ignored)) remember_orphan(attempt.nonce);
+                        give_back(attempt);
                         continue;
                     }
                 }

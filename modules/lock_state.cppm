@@ -188,6 +188,7 @@ public:
 
 private:
     next wait(std::chrono::nanoseconds pause, bool events_may_end_it = true);
+    void give_back(claim const& attempt);
 
     file_lock::impl& lock_;
     deadline until_;

@@ -282,7 +282,8 @@ bool remove_own_leaked_guard(fs::path const& guard) {
 class takeover_guard {
 public:
     explicit takeover_guard(fs::path const& lock_file)
-        : guard_(guard_path(lock_file))
+        : lock_file_(lock_file)
+        , guard_(guard_path(lock_file))
         , nonce_(random_nonce())
         , staging_(sibling(lock_file, ".takeover." + nonce_)) {}
 
@@ -311,6 +312,12 @@ public:
     enum class outcome { held, busy, failed };
     outcome try_hold(options const& settings, std::string& holder, failure& error) {
         for (int attempt = 0; attempt < 2; ++attempt) {
+            if (attempt > 0) {
+                // A fresh name: where a removed name stays while someone has it open (Windows without POSIX
+                // delete semantics), the first staging directory may still be there, delete pending.
+                nonce_ = random_nonce();
+                staging_ = sibling(lock_file_, ".takeover." + nonce_);
+            }
             if (auto const code = stage(); code) {
                 error = {code, staging_, "cannot prepare the takeover guard"};
                 return outcome::failed;
@@ -368,6 +375,7 @@ private:
         return parsed.status == record_status::ok ? describe_holder(parsed.record) : "another process";
     }
 
+    fs::path lock_file_;
     fs::path guard_;
     std::string nonce_;
     fs::path staging_;
