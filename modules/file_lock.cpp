@@ -96,7 +96,11 @@ void held_locks::release_all() {
     auto const me = sys::current_pid();
     for (auto const& [id, item] : entries_) {
         failure ignored;
-        if (item.held.owner_pid == me) release_claim(item.lock_file, item.held, ignored);
+        // Waiters that rely on our ring (docs/protocol.md 8.6) would otherwise sleep until this process is
+        // gone, which is later than this by whatever runs after us at exit.
+        if (item.held.owner_pid == me && release_claim(item.lock_file, item.held, ignored) &&
+            item.held.bell != 0)
+            sys::ring_doorbell(item.lock_file, item.held.bell);
     }
     entries_.clear();
 }

@@ -599,6 +599,7 @@ std::error_code make_anonymous_claim(fs::path const& lock_file, claim_terms cons
     out.nonce = random_nonce();
     auto const record = make_record(out.nonce, terms);
     out.acquired = *record.acquired;
+    out.bell = record.bell;
     out.made = std::chrono::steady_clock::now();
     out.owner_pid = sys::current_pid();
     // A new lease needs no file time: its first end is in the record (acquired + lifetime), and the file's
@@ -655,6 +656,7 @@ claim_result try_claim(fs::path const& lock_file, claim_method method, bool loca
         out.identity = file.identity;
         out.pin = std::move(file.pin);
         out.acquired = file.acquired;
+        out.bell = file.bell;
         staged_made = file.made;
         code = sys::link_anonymous(out.pin, lock_file);
         if (!code) return claim_result::acquired;
@@ -669,6 +671,7 @@ claim_result try_claim(fs::path const& lock_file, claim_method method, bool loca
         } else {
             auto const record = make_record(out.nonce, terms);
             out.acquired = *record.acquired;
+            out.bell = record.bell;
             text = serialize_record(record);
         }
         if (method == claim_method::exclusive_create) {

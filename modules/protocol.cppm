@@ -74,6 +74,7 @@ struct claim {
     std::optional<std::chrono::nanoseconds> lifetime; ///< the lease it was taken with
     std::optional<std::uint64_t> token;               ///< its fencing token (options::fencing)
     std::chrono::system_clock::time_point acquired;
+    std::uint64_t bell = 0; ///< the doorbell its record names (lock_record::bell): rung when it is released
 };
 
 /// What an acquisition writes into its record beyond the holder's identity.
@@ -103,6 +104,7 @@ struct staged_claim {
     std::chrono::system_clock::time_point acquired; ///< written into its record
     std::chrono::steady_clock::time_point made;     ///< for its age (immune to wall-clock steps)
     std::int64_t owner_pid = 0; ///< its record names this process: a child after fork() never links it
+    std::uint64_t bell = 0;     ///< the doorbell its record names
 };
 /// How old a staged claim may be when it is linked: its record's `acquired` (informational without a lease)
 /// is at most this much earlier than the acquisition. An older one is made anew.

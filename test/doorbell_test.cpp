@@ -157,6 +157,30 @@ TEST_CASE("doorbell: a lock broken by force rings the doorbell that its holder's
 #endif
 }
 
+TEST_CASE("doorbell: a lock released by the exit handler rings, before the process is gone") {
+#ifndef __linux__
+    OPENLOCK_SKIP("the doorbell is Linux's (a FIFO listened on with EPOLLEXCLUSIVE)");
+#else
+    test::scratch_dir dir;
+    auto const lock_path = dir / "exiting.lock";
+    openlock::file_lock waiter{lock_path, 10s, events_only()};
+    waiter.acquire();
+    // It waits behind us (so its record names the doorbell), then exits holding the lock; its exit lingers
+    // 4 s after the exit handler released it.
+    auto holder = test::start_helper({"leak-lingering", lock_path.string(), "300"});
+    std::this_thread::sleep_for(300ms);
+    waiter.release();
+    REQUIRE(holder->read_line() == "acquired");
+    REQUIRE(openlock::parse_record(test::read_file(lock_path)).record.bell != 0);
+    // The waiter relies on the holder's ring: without it, only the pidfd (4 s later) would wake it.
+    auto const began = std::chrono::steady_clock::now();
+    waiter.acquire();
+    CHECK(std::chrono::steady_clock::now() - began < 2s);
+    waiter.release();
+    CHECK(holder->wait() == 0);
+#endif
+}
+
 TEST_CASE("waiting works and does not spin where a seccomp filter refuses epoll_pwait2") {
 #ifndef __linux__
     OPENLOCK_SKIP("epoll is Linux's");

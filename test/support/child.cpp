@@ -1,15 +1,19 @@
 // The helper process of the multi-process tests.
-//   count LOCK COUNTER N [hard_link|anonymous_link|exclusive_create]  N times: acquire, check no one else is
-//   inside, counter
-//   += 1 hold LOCK                                         acquire, print "locked", then sleep until killed
-//   leak LOCK                                         acquire, print "locked", exit(0) without releasing
-//   try LOCK                                          print "acquired" or "busy"
-//   queue LOCK MS                                     acquire (events only), print "acquired", hold MS ms
-//   fence LOCK hard_link|exclusive_create             acquire a fenced 200 ms lease, print its token, release
-//   exit [STATUS]                                     exit at once (a pid that is gone afterwards)
-//   echo ARGS...                                      print ARGS as echo(1) does (Windows has no echo
-//   program) env NAME                                          print the environment variable NAME sleep
-//   sleep until killed (a live process holding nothing)
+//   count LOCK COUNTER N [hard_link|anonymous_link|exclusive_create]
+//                         N times: acquire, check no one else is inside, counter += 1
+//   hold LOCK             acquire, print "locked", then sleep until killed
+//   leak LOCK             acquire, print "locked", exit(0) without releasing
+//   leak-lingering LOCK MS
+//                         acquire (events only), print "acquired", after MS ms exit(0) without releasing;
+//                         the exit lingers 4 s after the library's exit handler
+//   try LOCK              print "acquired" or "busy"
+//   queue LOCK MS         acquire (events only), print "acquired", hold MS ms
+//   fence LOCK hard_link|exclusive_create
+//                         acquire a fenced 200 ms lease, print its token, release
+//   exit [STATUS]         exit at once (a pid that is gone afterwards)
+//   echo ARGS...          print ARGS as echo(1) does (Windows has no echo program)
+//   env NAME              print the environment variable NAME
+//   sleep                 sleep until killed (a live process holding nothing)
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -159,6 +163,18 @@ int main(int argc, char** argv) {
         leaked->acquire();
         std::printf("locked\n");
         std::fflush(stdout);
+        std::exit(0);
+    }
+    if (mode == "leak-lingering" && argc == 4) {
+        // Registered before this process's first lock, so it runs after the library's exit handler.
+        std::atexit([] { std::this_thread::sleep_for(std::chrono::seconds{4}); });
+        auto settings = openlock::get_defaults();
+        settings.retry_period = std::chrono::seconds{20};
+        auto* leaked = new openlock::file_lock{argv[2], std::chrono::seconds{20}, settings};
+        leaked->acquire();
+        std::printf("acquired\n");
+        std::fflush(stdout);
+        std::this_thread::sleep_for(std::chrono::milliseconds{std::atol(argv[3])});
         std::exit(0);
     }
     if (mode == "fence" && argc == 4) {
