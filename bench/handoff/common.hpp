@@ -25,6 +25,7 @@
 #include <string_view>
 #include <sys/epoll.h>
 #include <sys/file.h>
+#include <sys/inotify.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -380,8 +381,11 @@ contended_row run_contended(method m, int processes, loop_shape shape, fs::path 
 
 /// One process wakes another through a pipe, pings 200 us apart (no lock at all).
 percentiles pipe_floor(int pings);
-/// openlock's handoff system calls without lock logic, spaced as the pipe floor.
-percentiles protocol_floor(int pings, fs::path const& directory);
+/// Which system calls a handoff through a lock file makes in file_floor (floors.cpp).
+enum class floor_calls { openlock, bare };
+/// A handoff through a lock file without lock logic, spaced as the pipe floor: openlock's system calls, or
+/// the least any file lock makes (unlink -> inotify wake-up -> link).
+percentiles file_floor(int pings, fs::path const& directory, floor_calls calls);
 
 struct parked_result {
     bool ok = false;

@@ -3,8 +3,8 @@
 //
 // Anchors: the wake-up floor (one process wakes another through a pipe, no lock at all); the protocol floor
 // (openlock's own handoff system calls, statx + unlink + doorbell -> wake-up -> linkat, without any lock
-// logic); a raw O_EXCL lock that polls every 100 us (open(O_CREAT|O_EXCL) / unlink); flock(2), the
-// kernel-blocking ideal.
+// logic); the file floor (the least any file lock's handoff does: unlink -> inotify wake-up -> linkat); a raw
+// O_EXCL lock that polls every 100 us (open(O_CREAT|O_EXCL) / unlink); flock(2), the kernel-blocking ideal.
 //
 // Contended rows: K processes loop acquire -> critical section -> release for --seconds. Three loop shapes:
 //   free     the loop as written: a releaser may take the lock straight back (like any unfair lock), so many
@@ -162,19 +162,24 @@ int main(int argc, char** argv) {
 
         std::optional<percentiles> floor;
         std::optional<percentiles> files_floor;
+        std::optional<percentiles> bare_floor;
         if (chosen->runs("floor")) {
             floor = pipe_floor(chosen->pings);
             std::printf(
                 "wake-up floor (pipe, %zu pings 200 us apart): p50 %.1f us, p90 %.1f us, p99 %.1f us\n",
                 floor->count, floor->p50_us, floor->p90_us, floor->p99_us);
-            files_floor = protocol_floor(chosen->pings, scratch);
-            auto const& files = *files_floor;
+            files_floor = file_floor(chosen->pings, scratch, floor_calls::openlock);
             std::printf(
                 "protocol floor (statx + unlink + doorbell write -> exclusive epoll wake-up -> read + "
                 "linkat\n"
                 "  of a nameless file made before, no lock logic, same spacing): p50 %.1f us, p90 %.1f us, "
-                "p99 %.1f us\n\n",
-                files.p50_us, files.p90_us, files.p99_us);
+                "p99 %.1f us\n",
+                files_floor->p50_us, files_floor->p90_us, files_floor->p99_us);
+            bare_floor = file_floor(chosen->pings, scratch, floor_calls::bare);
+            std::printf("file floor (the least any file lock does: unlink -> inotify wake-up -> linkat of a "
+                        "file made\n"
+                        "  before, same spacing): p50 %.1f us, p90 %.1f us, p99 %.1f us\n\n",
+                        bare_floor->p50_us, bare_floor->p90_us, bare_floor->p99_us);
         }
 
         std::vector<contended_row> rows;
@@ -305,6 +310,12 @@ int main(int argc, char** argv) {
                                 "information)\n",
                                 name_of(m), processes, p50, files_floor->p50_us);
                 }
+            std::printf(
+                "  (2x pipe floor next to the file floor, the least any file lock's handoff takes: %.1f vs "
+                "%.1f us: %s)\n",
+                2 * floor->p50_us, bare_floor->p50_us,
+                bare_floor->p50_us > 2 * floor->p50_us ? "out of reach of any file lock here"
+                                                       : "within reach");
             for (auto const& [m, result] : parked)
                 if (m == method::openlock_sync || m == method::openlock_async)
                     std::printf(
