@@ -25,7 +25,8 @@ run     acquire LOCKFILE (waiting at most SEC seconds; default forever), run COM
         lease, kept alive; flufl's 15 s unless --lifetime; no fencing token).
 status  unlocked, held, expired, stale or invalid, and the holder's pid, name, host, lease end (--json: one
         JSON object).
-break   remove LOCKFILE if its holder is provably gone or its lease ran out; --force also removes a live holder's lock (with a warning).
+break   remove LOCKFILE if its holder is provably gone or its lease ran out; --force also removes a live holder's
+        lock (with a warning), and a takeover guard that a process not alive here left over a minute ago.
 
 Exit statuses of openlock itself: 64 bad arguments, 65 LOCKFILE is not a lock file, 73 the lock file cannot be
 created or read, 75 timeout, 1 break refused.

@@ -147,12 +147,20 @@ int status_command(std::span<char* const> arguments) {
 int break_command(std::span<char* const> arguments) {
     auto const request = parse(arguments, "break", "--force");
     auto const before = inspect(request.lock_file);
-    switch (break_lock(request.lock_file, request.flag)) {
+    auto settings = get_defaults();
+    settings.on_diagnostic = [](diagnostic const& said) {
+        if (said.what == diagnostic::kind::leftover_removed)
+            complain("removed " + said.path.string() + " (" + said.detail + ")");
+    };
+    switch (break_lock(request.lock_file, request.flag, settings)) {
     case break_result::nothing_to_break:
         std::puts((request.lock_file.string() + ": unlocked, nothing to break").c_str());
         return success;
     case break_result::busy:
-        complain(request.lock_file.string() + ": another process is taking the lock over; try again");
+        complain(request.lock_file.string() + ": another process is taking the lock over; try again" +
+                 (request.flag ? ""
+                               : " (--force removes a takeover guard left for over a minute by a process "
+                                 "not alive here, such as a crash on another host)"));
         return timed_out;
     case break_result::refused:
         if (before.state == lock_state::invalid) {

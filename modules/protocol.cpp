@@ -158,6 +158,28 @@ bool remove_dead_owner_directory(fs::path const& directory) {
     return true;
 }
 
+// A guard is held for the few system calls of one takeover. One that has stood this long, owned by a process
+// that cannot be judged here (another host, boot or pid namespace: R6), was left by a crash: a forced break
+// (an operator who has checked) removes it. Exact removals only, as for a dead owner's guard.
+constexpr auto stuck_guard_age = std::chrono::seconds{60};
+
+bool remove_stuck_guard(fs::path const& directory, options const& settings) {
+    std::vector<std::string> names;
+    if (!is_real_directory(directory)) return false;
+    if (sys::list_directory(directory, names) || names.size() != 1 || !is_nonce(names.front())) return false;
+    auto const owner_file = directory / names.front();
+    sys::file_content content;
+    if (sys::read_file(owner_file, max_record_size, content) || content.kind != sys::entry_kind::regular)
+        return false;
+    auto const parsed = parse_record(content.bytes);
+    if (parsed.status == record_status::ok && judge(parsed.record) == verdict::live) return false;
+    if (std::chrono::system_clock::now() - content.modified < stuck_guard_age + settings.clock_slop)
+        return false;
+    sys::remove_file(owner_file);
+    remove_emptied_directory(directory, names.front()); // fails harmlessly if another guard replaced it
+    return true;
+}
+
 // A process killed between creating a helper file (or directory) and writing its record leaves it empty, with
 // no owner to judge. Nothing of ours stays empty for long: after this much time it is abandoned.
 constexpr auto abandoned_after = std::chrono::minutes{1};
@@ -310,7 +332,8 @@ public:
     // Makes a directory holding our record and renames it into place: rename fails while another guard (a
     // non-empty directory) is there, so at most one process holds the guard.
     enum class outcome { held, busy, failed };
-    outcome try_hold(options const& settings, std::string& holder, failure& error) {
+    // With force (a forced break), a guard stuck for over stuck_guard_age is removed too.
+    outcome try_hold(options const& settings, std::string& holder, failure& error, bool force = false) {
         for (int attempt = 0; attempt < 2; ++attempt) {
             if (attempt > 0) {
                 // A fresh name: where a removed name stays while someone has it open (Windows without POSIX
@@ -336,12 +359,17 @@ public:
                 return outcome::failed;
             }
             if (remove_own_leaked_guard(guard_)) continue;
-            if (!remove_dead_owner_directory(guard_)) {
+            if (remove_dead_owner_directory(guard_)) {
+                report(settings, diagnostic::kind::leftover_removed, guard_,
+                       "takeover guard of a process that is gone");
+            } else if (force && remove_stuck_guard(guard_, settings)) {
+                report(
+                    settings, diagnostic::kind::leftover_removed, guard_,
+                    "takeover guard that stood for over a minute, its owner not alive here (forced break)");
+            } else {
                 holder = describe_guard_holder();
                 return outcome::busy;
             }
-            report(settings, diagnostic::kind::leftover_removed, guard_,
-                   "takeover guard of a process that is gone");
         }
         holder = describe_guard_holder();
         return outcome::busy;
@@ -860,7 +888,7 @@ takeover_report remove_observed(fs::path const& lock_file, observation const& ob
     takeover_report report_back;
     auto const started = std::chrono::steady_clock::now();
     takeover_guard guard{lock_file};
-    switch (guard.try_hold(settings, report_back.guard_holder, error)) {
+    switch (guard.try_hold(settings, report_back.guard_holder, error, force)) {
     case takeover_guard::outcome::held:
         break;
     case takeover_guard::outcome::busy:

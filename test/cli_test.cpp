@@ -407,6 +407,34 @@ TEST_CASE("cli: break removes a stale lock and its leftover claim file") {
     CHECK(test::names_in(dir.path()).empty());
 }
 
+TEST_CASE("cli: break --force removes a takeover guard left over a minute ago by a process not alive here") {
+    test::scratch_dir dir;
+    auto const lock = dir / "x.lock";
+    make_stale(lock);
+    // A takeover on another host crashed while it held the guard: its owner cannot be judged here.
+    auto parsed = openlock::parse_record(test::read_file(lock));
+    REQUIRE(parsed.status == openlock::record_status::ok);
+    auto owner = parsed.record;
+    owner.host = "another-host.example";
+    owner.nonce = "fedcba9876543210fedcba9876543210";
+    auto const guard = dir / "x.lock.takeover";
+    fs::create_directory(guard);
+    test::write_file(guard / owner.nonce, openlock::serialize_record(owner));
+    fs::last_write_time(guard / owner.nonce, fs::file_time_type::clock::now() - std::chrono::minutes{2});
+
+    auto const waited = test::run_cli({"break", lock.string()});
+    CHECK(waited.status == timed_out);
+    check_one_error_line(waited);
+    CHECK(contains(waited.err, "--force"));
+    CHECK(fs::exists(guard / owner.nonce));
+
+    auto const forced = test::run_cli({"break", "--force", lock.string()});
+    CHECK(forced.status == 0);
+    CHECK(contains(forced.err, "removed " + guard.string()));
+    CHECK(contains(forced.out, "removed the stale lock of pid " + std::to_string(parsed.record.pid)));
+    CHECK(test::names_in(dir.path()).empty());
+}
+
 TEST_CASE("cli: break on an absent lock file has nothing to do") {
     test::scratch_dir dir;
     auto const result = test::run_cli({"break", (dir / "x.lock").string()});

@@ -520,6 +520,55 @@ TEST_CASE("guard recovery: a guard held by a live process blocks the takeover of
     CHECK(test::names_in(dir.path()).empty());
 }
 
+TEST_CASE(
+    "guard recovery: a forced break removes a guard stuck for over a minute by a process not alive here") {
+    test::scratch_dir dir;
+    auto const path = dir / "stuck.lock";
+    auto const guard = dir / "stuck.lock.takeover";
+    auto const lock_bytes = write_record(path, dead_record(dir.path(), nonce_a)); // stale: taken over
+    auto elsewhere = dead_record(dir.path(), nonce_b);
+    elsewhere.host = "another-host.example"; // a takeover there crashed while it held the guard
+    fs::create_directory(guard);
+    auto const guard_bytes = write_record(guard / nonce_b, elsewhere);
+    auto const unchanged = [&] {
+        return test::read_file(path) == lock_bytes && test::read_file(guard / nonce_b) == guard_bytes;
+    };
+    auto const age = [&](std::chrono::seconds seconds) {
+        fs::last_write_time(guard / nonce_b, fs::file_time_type::clock::now() - seconds);
+    };
+
+    // A guard is held for a takeover's few system calls: a young one may be in use, so even force waits.
+    age(30s);
+    CHECK(openlock::break_lock(path, true) == openlock::break_result::busy);
+    CHECK(unchanged());
+
+    // Old, but only a forced break removes it: acquires and plain breaks wait for it, as for any guard.
+    age(120s);
+    observed_options options;
+    openlock::file_lock lock{path, std::nullopt, options.settings};
+    CHECK_FALSE(lock.try_acquire());
+    CHECK(openlock::break_lock(path, false, options.settings) == openlock::break_result::busy);
+    CHECK(unchanged());
+    CHECK_FALSE(options.reported(openlock::diagnostic::kind::leftover_removed));
+
+    // Its owner is alive here: never removed, however old.
+    auto live = record_of_this_process(dir.path());
+    live.nonce = nonce_b;
+    auto const live_bytes = write_record(guard / nonce_b, live);
+    age(120s);
+    CHECK(openlock::break_lock(path, true, options.settings) == openlock::break_result::busy);
+    CHECK(test::read_file(guard / nonce_b) == live_bytes);
+
+    // Old and owned by a process that cannot be judged here: the forced break removes guard and lock.
+    write_record(guard / nonce_b, elsewhere);
+    age(120s);
+    CHECK(openlock::break_lock(path, true, options.settings) == openlock::break_result::removed);
+    CHECK(options.reported(openlock::diagnostic::kind::leftover_removed, guard));
+    CHECK(test::names_in(dir.path()).empty());
+    CHECK(lock.try_acquire());
+    lock.release();
+}
+
 TEST_CASE("guard recovery: claim files of dead processes are swept at takeover and live ones kept") {
     test::scratch_dir dir;
     auto const path = dir / "swept.lock";
