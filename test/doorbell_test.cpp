@@ -45,6 +45,20 @@ void acquire_after_waiting(openlock::file_lock& lock, std::filesystem::path cons
     CHECK(first->wait() == 0);
 }
 
+// Hands the lock to a helper process that waited behind us, so that its record names our doorbell: from
+// then on the waiter relies on that holder's ring (and its exit) instead of directory events.
+[[maybe_unused]] std::unique_ptr<test::child>
+hand_over_to_a_ringing_holder(openlock::file_lock& waiter, std::filesystem::path const& lock_path,
+                              std::vector<std::string> const& helper) {
+    waiter.acquire();
+    auto holder = test::start_helper(helper);
+    std::this_thread::sleep_for(300ms); // it waits behind us: it listens on the doorbell
+    waiter.release();
+    REQUIRE(holder->read_line() == "acquired");
+    REQUIRE(openlock::parse_record(test::read_file(lock_path)).record.bell != 0);
+    return holder;
+}
+
 } // namespace
 
 TEST_CASE("doorbell: a holder that has waited names its doorbell, and a release wakes one sleeping waiter") {
@@ -134,12 +148,7 @@ TEST_CASE("doorbell: a lock broken by force rings the doorbell that its holder's
     test::scratch_dir dir;
     auto const lock_path = dir / "broken.lock";
     openlock::file_lock waiter{lock_path, 10s, events_only()};
-    waiter.acquire();
-    auto holder = test::start_helper({"queue", lock_path.string(), "30000"});
-    std::this_thread::sleep_for(300ms); // the holder-to-be waits behind us: it listens on the doorbell
-    waiter.release();
-    REQUIRE(holder->read_line() == "acquired");
-    REQUIRE(openlock::parse_record(test::read_file(lock_path)).record.bell != 0);
+    auto holder = hand_over_to_a_ringing_holder(waiter, lock_path, {"queue", lock_path.string(), "30000"});
     // The waiter trusts that holder to ring (its record names the waiter's own doorbell) and sleeps without
     // directory events: only the breaker's ring can wake it before its 20 s pause.
     auto broken = openlock::break_result::busy;
@@ -164,14 +173,9 @@ TEST_CASE("doorbell: a lock released by the exit handler rings, before the proce
     test::scratch_dir dir;
     auto const lock_path = dir / "exiting.lock";
     openlock::file_lock waiter{lock_path, 10s, events_only()};
-    waiter.acquire();
-    // It waits behind us (so its record names the doorbell), then exits holding the lock; its exit lingers
-    // 4 s after the exit handler released it.
-    auto holder = test::start_helper({"leak-lingering", lock_path.string(), "300"});
-    std::this_thread::sleep_for(300ms);
-    waiter.release();
-    REQUIRE(holder->read_line() == "acquired");
-    REQUIRE(openlock::parse_record(test::read_file(lock_path)).record.bell != 0);
+    // It exits holding the lock; its exit lingers 4 s after the exit handler released it.
+    auto holder =
+        hand_over_to_a_ringing_holder(waiter, lock_path, {"leak-lingering", lock_path.string(), "300"});
     // The waiter relies on the holder's ring: without it, only the pidfd (4 s later) would wake it.
     auto const began = std::chrono::steady_clock::now();
     waiter.acquire();
