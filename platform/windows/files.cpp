@@ -21,7 +21,10 @@
 //   two hard links of one file). The file index of ReFS is 128 bits wide; its low 64 bits are used.
 // - MoveFileExW(MOVEFILE_REPLACE_EXISTING) replaces the fencing token file atomically; MoveFileExW of a
 //   directory never replaces anything, so an empty directory at the target (a guard whose owner crashed while
-//   removing it) is removed first, which is what rename(2) would have done in one step.
+//   removing it) is removed first, which is what rename(2) would have done in one step. While another process
+//   has a handle inside the directories (listing the guard, reading its owner's record) the rename fails with
+//   a sharing violation: retried for a moment, then a directory standing at the target is a guard that is
+//   taken (Wine under load met this; before, the takeover failed with an error).
 // - A pinned file (exclusive_create) keeps a handle with write access but no DELETE access while the lock is
 //   held: a handle with DELETE access would conflict with every reader that does not share delete (fopen).
 // - All names go through the `\\?\` form: no MAX_PATH limit, no DOS device names, UTF-16 names unchanged.
@@ -293,8 +296,22 @@ std::error_code make_directory(std::filesystem::path const& path) {
 std::error_code rename_directory(std::filesystem::path const& from, std::filesystem::path const& to) {
     auto const source = long_path(from);
     auto const target = long_path(to);
-    if (::MoveFileExW(source.c_str(), target.c_str(), 0)) return {};
-    auto const code = ::GetLastError();
+    DWORD code = 0;
+    for (int attempt = 0;; ++attempt) {
+        if (::MoveFileExW(source.c_str(), target.c_str(), 0)) return {};
+        code = ::GetLastError();
+        // A process listing the guard or reading its owner's record has a handle inside it for a moment.
+        if (code != ERROR_SHARING_VIOLATION || attempt == 20) break;
+        ::Sleep(attempt < 5 ? 1 : 10);
+    }
+    if (code == ERROR_SHARING_VIOLATION) {
+        // Still in use: a directory standing at the target is a guard somebody holds (or is reading).
+        DWORD const standing = ::GetFileAttributesW(target.c_str());
+        bool const directory = standing != INVALID_FILE_ATTRIBUTES &&
+                               (standing & FILE_ATTRIBUTE_DIRECTORY) != 0 &&
+                               (standing & FILE_ATTRIBUTE_REPARSE_POINT) == 0;
+        return win32::error_of(directory ? ERROR_DIR_NOT_EMPTY : code);
+    }
     if (code != ERROR_ALREADY_EXISTS && code != ERROR_FILE_EXISTS && code != ERROR_ACCESS_DENIED)
         return win32::error_of(code);
     // rename(2) replaces an empty directory. RemoveDirectoryW removes only an empty one, so a guard that
