@@ -520,6 +520,22 @@ TEST_CASE("guard recovery: a guard held by a live process blocks the takeover of
     CHECK(test::names_in(dir.path()).empty());
 }
 
+TEST_CASE("guard recovery: an empty guard directory is held by nobody and never blocks a takeover") {
+    // What a release leaves where its rmdir kept failing (Windows: a reader held the owner file open while it
+    // was removed, so its name stayed listed). A directory cannot be renamed onto another there.
+    test::scratch_dir dir;
+    auto const path = dir / "emptied.lock";
+    auto const guard = dir / "emptied.lock.takeover";
+    write_record(path, dead_record(dir.path(), nonce_a));
+    fs::create_directory(guard);
+
+    openlock::file_lock lock{path, 2s};
+    lock.acquire();
+    CHECK(lock.owner()->pid == test::this_pid());
+    lock.release();
+    CHECK(test::names_in(dir.path()).empty());
+}
+
 TEST_CASE(
     "guard recovery: a forced break removes a guard stuck for over a minute by a process not alive here") {
     test::scratch_dir dir;
