@@ -918,7 +918,14 @@ takeover_report remove_observed(fs::path const& lock_file, observation const& ob
             report_back.result = takeover_result::failed;
             return report_back;
         }
-        if (auto const code = sys::remove_file(lock_file)) {
+        auto const code = sys::remove_file(lock_file);
+        // Gone already (a removal outside the protocol; Windows: a name that was going away, delete pending,
+        // when we read it): nothing left to remove, and the caller looks again.
+        if (code && is(code, std::errc::no_such_file_or_directory)) {
+            sweep_leftovers(lock_file, settings);
+            return report_back;
+        }
+        if (code) {
             error = {code, lock_file, "cannot remove the stale lock file"};
             report_back.result = takeover_result::failed;
             return report_back;
