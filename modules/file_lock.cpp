@@ -251,6 +251,13 @@ acquisition::next acquisition::step(failure& error) {
             return wait(settings.retry_period, false);
         }
         unreadable_reads_ = 0;
+        if (seen.what == observation::kind::unreadable) {
+            // Held by someone whose record we may not read: nothing to judge, nothing to take over. Wait as
+            // for a holder of another host; its removal is a directory event.
+            holder_ = seen.problem;
+            error = {errc::timeout, lock_file, holder_};
+            return wait(armed_ && wake().watches_directory() ? settings.retry_period : backoff_.next());
+        }
         holder_ = describe_holder(seen.record);
         auto const judged = judge(seen, settings);
         if (judged == verdict::live) wake().watch_holder(seen.record.pid);
@@ -588,6 +595,7 @@ bool file_lock::locked(std::error_code& error) const noexcept {
         detail::observation seen;
         if (!detail::observe(impl_->lock_file, seen, failure)) return false;
         result = seen.what == detail::observation::kind::invalid ||
+                 seen.what == detail::observation::kind::unreadable ||
                  (seen.what == detail::observation::kind::held &&
                   !detail::breakable(detail::judge(seen, impl_->settings)));
         return true;

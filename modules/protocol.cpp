@@ -51,34 +51,63 @@ std::string helper_stem(fs::path const& lock_file) {
     return name.substr(0, longest_plain - tail.size()) + tail;
 }
 
+// The lock's directory, resolved by path on every call: for the hot steps on the lock file itself (a look, a
+// claim, a release), which name nothing below a name in the directory (docs/protocol.md 2.4).
+sys::directory by_path(fs::path const& lock_file) {
+    return sys::at_path(lock_file.parent_path());
+}
+
+// The lock's directory opened once, for the steps that list it or reach into a directory inside it (the
+// guard, staging directories, the sweep, the token).
+bool open_lock_directory(fs::path const& lock_file, sys::directory& out, failure& error) {
+    if (auto const code = sys::open_directory(lock_file.parent_path(), out)) {
+        error = {code, lock_file.parent_path(), "cannot open the lock's directory"};
+        return false;
+    }
+    return true;
+}
+
+std::string name_of(fs::path const& lock_file) {
+    return lock_file.filename().string();
+}
+
 // Whether something (anything) stands at the lock path now.
 bool name_taken(fs::path const& lock_file) {
     sys::file_identity ignored;
-    return !sys::identify(lock_file, ignored);
+    return !sys::identify(by_path(lock_file), name_of(lock_file), ignored);
 }
 
-fs::path sibling(fs::path const& lock_file, std::string const& suffix);
+std::string helper_name(fs::path const& lock_file, std::string const& suffix) {
+    return helper_stem(lock_file) + suffix;
+}
 
 // A second link to our claim file, under a fresh name of our own (the sweep knows its shape): when it works,
 // the file system has hard links, whatever the link to the lock path answered.
-bool hard_links_work(fs::path const& lock_file, fs::path const& claim_file) {
-    auto const probe = sibling(lock_file, ".claim." + random_nonce());
-    auto const code = sys::make_link(claim_file, probe);
-    if (!code) sys::remove_file(probe);
+bool hard_links_work(fs::path const& lock_file, std::string const& claim_name) {
+    auto const directory = by_path(lock_file);
+    auto const probe = helper_name(lock_file, ".claim." + random_nonce());
+    auto const code = sys::make_link(directory, claim_name, probe);
+    if (!code) sys::remove_file(directory, probe);
     return !sys::means_no_hard_links(code);
-}
-
-fs::path sibling(fs::path const& lock_file, std::string const& suffix) {
-    return lock_file.parent_path() / (helper_stem(lock_file) + suffix);
-}
-
-fs::path directory_of(fs::path const& lock_file) {
-    auto parent = lock_file.parent_path();
-    return parent.empty() ? fs::path{"."} : parent;
 }
 
 bool is(std::error_code const& code, std::errc value) {
     return code == std::make_error_condition(value);
+}
+
+// Another user's file in a sticky directory (/tmp), or in a directory we may not write: removing or replacing
+// it is refused, and waiting will not change that.
+bool refused_by_permissions(std::error_code const& code) {
+    return is(code, std::errc::operation_not_permitted) || is(code, std::errc::permission_denied);
+}
+
+// What to tell an operator whose removal of another user's file was refused.
+std::string permission_remedy(std::int64_t owner_id) {
+    std::string owner = owner_id >= 0 ? "user id " + std::to_string(owner_id) : "another user";
+    return "it belongs to " + owner +
+           ", and this directory lets only its owner remove it (a sticky directory such as /tmp): share "
+           "locks "
+           "between users in a setgid group directory (chmod 2775, one group for all of them) instead";
 }
 
 void report(options const& settings, diagnostic::kind what, fs::path const& path, std::string detail) {
@@ -98,64 +127,112 @@ std::string describe_type(sys::entry_kind kind) {
     }
 }
 
-// A record file of ours (a claim file, a guard's owner file) whose writer is provably gone. With settings, a
-// claim file of another host's holder whose lease ran out counts too (its time is the lease's end: refresh
-// touches the same inode), so that crashed holders elsewhere leave none behind.
-bool left_by_dead_process(fs::path const& file, options const* settings = nullptr) {
-    sys::file_content content;
-    if (sys::read_file(file, max_record_size, content) || content.kind != sys::entry_kind::regular)
-        return false;
+// Whether a record file of ours (a claim file, a guard's owner file) was written by a process that is
+// provably gone; with a lease's rules too, a claim file of another host's holder whose lease ran out (its
+// time is the lease's end: refresh touches the same inode), so that crashed holders elsewhere leave none
+// behind.
+enum class writer_rules { holder_only, with_lease };
+
+bool left_by_dead_process(sys::file_content const& content, options const& settings, writer_rules rules) {
+    if (content.kind != sys::entry_kind::regular) return false;
     auto const parsed = parse_record(content.bytes);
     if (parsed.status != record_status::ok) return false;
     auto const holder = judge(parsed.record);
     if (holder == verdict::stale) return true;
     // A live local holder keeps its claim file even past its lease: the file pins the inode that its release
     // compares (a freed inode number may come back as the next holder's lock file).
-    return settings && holder != verdict::live &&
-           judge(parsed.record, content.modified, settings->clock_slop) == verdict::expired;
+    return rules == writer_rules::with_lease && holder != verdict::live &&
+           judge(parsed.record, content.modified, settings.clock_slop) == verdict::expired;
 }
 
 bool is_nonce(std::string_view text) {
     return text.size() == 32 && text.find_first_not_of("0123456789abcdef") == std::string_view::npos;
 }
 
-bool is_real_directory(fs::path const& path) {
-    sys::file_content content;
-    return !sys::read_file(path, 0, content) &&
-           content.kind == sys::entry_kind::directory; // lstat: no symlink
+// Removes `name` from `at` if it is still the file that was read (`seen`), never another one swapped in.
+std::error_code remove_if_unchanged(sys::directory const& at, std::string const& name,
+                                    sys::file_identity const& seen) {
+    sys::file_identity now;
+    if (auto const code = sys::identify(at, name, now)) return code;
+    if (now != seen) return std::make_error_code(std::errc::device_or_resource_busy);
+    return sys::remove_file(at, name);
 }
 
-// rmdir of a guard (or staged guard) directory whose one file was just removed. Where a removed name stays
-// until the last handle to it closes (Windows without POSIX delete semantics: Wine, FAT, SMB), a process
-// reading that record at the moment (a waiter naming the guard's holder, a sweep) keeps the name listed, and
-// rmdir fails: it is tried again while that name is all the directory holds (or nothing: it went just now),
-// for a moment. An empty directory left after that takes no one's place: the next guard replaces it, and a
-// staged one is swept once abandoned.
-void remove_emptied_directory(fs::path const& directory, std::string const& removed_name) {
+// rmdir of a guard (or staged guard) directory whose one file was just removed, if the name still holds that
+// directory. Where a removed name stays until the last handle to it closes (Windows without POSIX delete
+// semantics: Wine, FAT, SMB), a process reading that record at the moment (a waiter naming the guard's
+// holder, a sweep) keeps the name listed, and rmdir fails: it is tried again while that name is all the
+// directory holds (or nothing: it went just now), for a moment. An empty directory left after that takes no
+// one's place: the next guard replaces it, and a staged one is swept once abandoned. Refused for want of
+// permission, it is not tried again.
+void remove_emptied_directory(sys::directory const& parent, std::string const& name,
+                              sys::directory const& emptied, std::string const& removed_name) {
     auto const give_up = std::chrono::steady_clock::now() + std::chrono::milliseconds{250};
     for (;;) {
-        auto const refused = sys::remove_directory(directory);
+        sys::file_identity standing;
+        if (sys::identify(parent, name, standing) || standing != emptied.identity) return; // not ours now
+        auto const refused = sys::remove_directory(parent, name);
         if (!refused || is(refused, std::errc::no_such_file_or_directory) ||
-            std::chrono::steady_clock::now() > give_up)
+            refused_by_permissions(refused) || std::chrono::steady_clock::now() > give_up)
             return;
         std::vector<std::string> names;
-        if (sys::list_directory(directory, names) || names.size() > 1 ||
+        if (sys::list_directory(emptied, names) || names.size() > 1 ||
             (names.size() == 1 && names.front() != removed_name))
             return; // another guard was renamed into place: not ours
         std::this_thread::sleep_for(std::chrono::milliseconds{1});
     }
 }
 
-// Removes a guard-like directory whose single owner file was written by a dead process; exact removals only.
-bool remove_dead_owner_directory(fs::path const& directory) {
+// A guard-like directory (the guard, or a staging directory) opened without following a symlink, and the one
+// owner file it holds, read through that descriptor: what is judged is what is removed.
+struct guard_directory {
+    sys::directory opened;
+    std::string owner_name;
+    sys::file_content owner;
+};
+
+enum class opened_guard { one_owner, other, unreadable };
+
+opened_guard open_guard_directory(sys::directory const& parent, std::string const& name,
+                                  guard_directory& out) {
+    if (sys::open_subdirectory(parent, name, out.opened)) return opened_guard::other;
     std::vector<std::string> names;
-    if (!is_real_directory(directory)) return false;
-    if (sys::list_directory(directory, names) || names.size() != 1 || !is_nonce(names.front())) return false;
-    auto const owner_file = directory / names.front();
-    if (!left_by_dead_process(owner_file)) return false;
-    sys::remove_file(owner_file);
-    remove_emptied_directory(directory, names.front()); // fails harmlessly if another guard replaced it
-    return true;
+    if (sys::list_directory(out.opened, names) || names.size() != 1 || !is_nonce(names.front()))
+        return opened_guard::other;
+    out.owner_name = names.front();
+    auto const code = sys::read_file(out.opened, out.owner_name, max_record_size, out.owner);
+    if (code) return refused_by_permissions(code) ? opened_guard::unreadable : opened_guard::other;
+    return out.owner.kind == sys::entry_kind::regular ? opened_guard::one_owner : opened_guard::other;
+}
+
+// What removing a guard-like directory came to.
+enum class guard_removal { removed, kept, refused };
+
+// Removes the owner file judged (exactly that file, through the opened directory) and then the emptied
+// directory. refused: another user's, in a directory that does not let us remove it.
+guard_removal remove_guard_directory(sys::directory const& parent, std::string const& name,
+                                     guard_directory const& judged, failure* refusal = nullptr) {
+    auto const code = remove_if_unchanged(judged.opened, judged.owner_name, judged.owner.identity);
+    if (code && !is(code, std::errc::no_such_file_or_directory)) {
+        if (!refused_by_permissions(code)) return guard_removal::kept;
+        if (refusal)
+            *refusal = {code, parent / name,
+                        "cannot remove a dead process's takeover guard: " +
+                            permission_remedy(judged.owner.owner)};
+        return guard_removal::refused;
+    }
+    remove_emptied_directory(parent, name, judged.opened, judged.owner_name);
+    return guard_removal::removed;
+}
+
+// Removes a guard-like directory whose single owner file was written by a dead process; exact removals only.
+guard_removal remove_dead_owner_directory(sys::directory const& parent, std::string const& name,
+                                          options const& settings, failure* refusal = nullptr) {
+    guard_directory guard;
+    if (open_guard_directory(parent, name, guard) != opened_guard::one_owner ||
+        !left_by_dead_process(guard.owner, settings, writer_rules::holder_only))
+        return guard_removal::kept;
+    return remove_guard_directory(parent, name, guard, refusal);
 }
 
 // A guard is held for the few system calls of one takeover. One that has stood this long, owned by a process
@@ -163,66 +240,64 @@ bool remove_dead_owner_directory(fs::path const& directory) {
 // (an operator who has checked) removes it. Exact removals only, as for a dead owner's guard.
 constexpr auto stuck_guard_age = std::chrono::seconds{60};
 
-bool remove_stuck_guard(fs::path const& directory, options const& settings) {
-    std::vector<std::string> names;
-    if (!is_real_directory(directory)) return false;
-    if (sys::list_directory(directory, names) || names.size() != 1 || !is_nonce(names.front())) return false;
-    auto const owner_file = directory / names.front();
-    sys::file_content content;
-    if (sys::read_file(owner_file, max_record_size, content) || content.kind != sys::entry_kind::regular)
-        return false;
-    auto const parsed = parse_record(content.bytes);
-    if (parsed.status == record_status::ok && judge(parsed.record) == verdict::live) return false;
-    if (std::chrono::system_clock::now() - content.modified < stuck_guard_age + settings.clock_slop)
-        return false;
-    sys::remove_file(owner_file);
-    remove_emptied_directory(directory, names.front()); // fails harmlessly if another guard replaced it
-    return true;
+guard_removal remove_stuck_guard(sys::directory const& parent, std::string const& name,
+                                 options const& settings, failure* refusal) {
+    guard_directory guard;
+    if (open_guard_directory(parent, name, guard) != opened_guard::one_owner) return guard_removal::kept;
+    auto const parsed = parse_record(guard.owner.bytes);
+    if (parsed.status == record_status::ok && judge(parsed.record) == verdict::live)
+        return guard_removal::kept;
+    if (std::chrono::system_clock::now() - guard.owner.modified < stuck_guard_age + settings.clock_slop)
+        return guard_removal::kept;
+    return remove_guard_directory(parent, name, guard, refusal);
 }
 
 // A process killed between creating a helper file (or directory) and writing its record leaves it empty, with
 // no owner to judge. Nothing of ours stays empty for long: after this much time it is abandoned.
 constexpr auto abandoned_after = std::chrono::minutes{1};
 
-bool older_than(fs::path const& path, std::chrono::minutes age) {
-    std::error_code failed;
-    auto const written = fs::last_write_time(path, failed);
-    return !failed && fs::file_time_type::clock::now() - written > age;
+bool older_than(std::chrono::system_clock::time_point modified, std::chrono::minutes age) {
+    return std::chrono::system_clock::now() - modified > age;
 }
 
-bool abandoned_empty_file(fs::path const& file) {
-    sys::file_content content;
-    return !sys::read_file(file, 1, content) && content.kind == sys::entry_kind::regular &&
-           content.bytes.empty() && older_than(file, abandoned_after);
-}
-
-bool remove_abandoned_empty_directory(fs::path const& directory) {
+bool remove_abandoned_empty_directory(sys::directory const& parent, std::string const& name) {
+    sys::directory opened;
     std::vector<std::string> names;
-    return is_real_directory(directory) && !sys::list_directory(directory, names) && names.empty() &&
-           older_than(directory, abandoned_after) &&
-           !sys::remove_directory(directory); // rmdir: only if empty
+    sys::file_content status;
+    if (sys::open_subdirectory(parent, name, opened) || sys::list_directory(opened, names) || !names.empty())
+        return false;
+    if (sys::read_file(parent, name, 0, status) || status.kind != sys::entry_kind::directory ||
+        status.identity != opened.identity || !older_than(status.modified, abandoned_after))
+        return false;
+    return !sys::remove_directory(parent, name); // rmdir: only if empty
 }
 
-// Under the guard: claim files and half-made guard directories of dead processes next to this lock.
-void sweep_leftovers(fs::path const& lock_file, options const& settings) {
+// Under the guard: claim files and half-made guard directories of dead processes next to this lock, each
+// judged and removed through the lock's directory descriptor (docs/protocol.md 2.4).
+void sweep_leftovers(sys::directory const& directory, fs::path const& lock_file, options const& settings) {
     auto const stem = helper_stem(lock_file);
     auto const claim_prefix = stem + ".claim.";
     auto const guard_prefix = stem + ".takeover.";
     std::vector<std::string> names;
-    if (sys::list_directory(directory_of(lock_file), names)) return;
+    if (sys::list_directory(directory, names)) return;
     // Only names this library makes (prefix + a 32-hex-digit nonce) are candidates; contents decide.
     for (auto const& name : names) {
-        auto const path = lock_file.parent_path() / name;
         bool removed = false;
         if (name.starts_with(claim_prefix) && is_nonce(std::string_view{name}.substr(claim_prefix.size()))) {
-            removed = (left_by_dead_process(path, &settings) || abandoned_empty_file(path)) &&
-                      !sys::remove_file(path);
+            sys::file_content content;
+            if (sys::read_file(directory, name, max_record_size, content)) continue;
+            bool const abandoned = content.kind == sys::entry_kind::regular && content.bytes.empty() &&
+                                   older_than(content.modified, abandoned_after);
+            removed = (left_by_dead_process(content, settings, writer_rules::with_lease) || abandoned) &&
+                      !remove_if_unchanged(directory, name, content.identity);
         } else if (name.starts_with(guard_prefix) &&
                    is_nonce(std::string_view{name}.substr(guard_prefix.size()))) {
-            removed = remove_dead_owner_directory(path) || remove_abandoned_empty_directory(path);
+            removed = remove_dead_owner_directory(directory, name, settings) == guard_removal::removed ||
+                      remove_abandoned_empty_directory(directory, name);
         }
         if (removed)
-            report(settings, diagnostic::kind::leftover_removed, path, "left by a process that is gone");
+            report(settings, diagnostic::kind::leftover_removed, directory / name,
+                   "left by a process that is gone");
     }
 }
 
@@ -261,15 +336,15 @@ bool name_flufl_claim(fs::path const& lock_file, claim_terms const& terms, claim
 
 // After removing a broken flufl.lock lock file: its holder's claim file, found by the name the lock file held
 // (in the lock's directory whatever path the holder used) and removed only when it holds that same name.
-void remove_flufl_claim(fs::path const& lock_file, observation const& removed) {
-    auto const named = fs::path{removed.record.claim_file}.filename();
-    auto const candidate = lock_file.parent_path() / named;
-    auto const prefix = lock_file.filename().string();
-    if (!named.string().starts_with(prefix) || named.string().size() == prefix.size()) return;
+void remove_flufl_claim(sys::directory const& directory, fs::path const& lock_file,
+                        observation const& removed) {
+    auto const named = fs::path{removed.record.claim_file}.filename().string();
+    auto const prefix = name_of(lock_file);
+    if (!named.starts_with(prefix) || named.size() == prefix.size()) return;
     sys::file_content content;
-    if (!sys::read_file(candidate, max_record_size, content) && content.kind == sys::entry_kind::regular &&
-        content.bytes == removed.bytes)
-        sys::remove_file(candidate);
+    if (!sys::read_file(directory, named, max_record_size, content) &&
+        content.kind == sys::entry_kind::regular && content.bytes == removed.bytes)
+        remove_if_unchanged(directory, named, content.identity);
 }
 
 constexpr int guard_removal_attempts = 10;
@@ -287,27 +362,31 @@ void remember_leaked_guard(std::string const& nonce) {
 
 // A guard directory whose one owner file carries the nonce of a guard of ours that is already released (its
 // removal failed): ours to remove, as nobody holds it.
-bool remove_own_leaked_guard(fs::path const& guard) {
-    std::vector<std::string> names;
-    if (!is_real_directory(guard) || sys::list_directory(guard, names) || names.size() != 1) return false;
+bool remove_own_leaked_guard(sys::directory const& directory, std::string const& guard_name) {
+    guard_directory guard;
+    if (open_guard_directory(directory, guard_name, guard) == opened_guard::other) return false;
     std::lock_guard lock{leaked_guards_mutex};
     auto& nonces = leaked_guards();
-    auto const ours = std::find(nonces.begin(), nonces.end(), names.front());
+    auto const ours = std::find(nonces.begin(), nonces.end(), guard.owner_name);
     if (ours == nonces.end()) return false;
-    auto const removed = sys::remove_file(guard / names.front());
+    auto const removed = remove_if_unchanged(guard.opened, guard.owner_name, guard.owner.identity);
     if (removed && !is(removed, std::errc::no_such_file_or_directory)) return false;
-    remove_emptied_directory(guard, *ours);
+    remove_emptied_directory(directory, guard_name, guard.opened, guard.owner_name);
     nonces.erase(ours);
     return true;
 }
 
+// The takeover guard (docs/protocol.md 7): a directory "<lock>.takeover" holding its owner's record, made
+// under a fresh staging name and renamed into place. Every step inside it goes through the lock's opened
+// directory and a descriptor of the guard opened without following a symlink.
 class takeover_guard {
 public:
-    explicit takeover_guard(fs::path const& lock_file)
-        : lock_file_(lock_file)
-        , guard_(guard_path(lock_file))
+    takeover_guard(sys::directory const& directory, fs::path const& lock_file)
+        : directory_(directory)
+        , lock_file_(lock_file)
+        , guard_name_(helper_name(lock_file, ".takeover"))
         , nonce_(random_nonce())
-        , staging_(sibling(lock_file, ".takeover." + nonce_)) {}
+        , staging_name_(helper_name(lock_file, ".takeover." + nonce_)) {}
 
     takeover_guard(takeover_guard const&) = delete;
     takeover_guard& operator=(takeover_guard const&) = delete;
@@ -317,16 +396,17 @@ public:
         // A guard left standing by a live process blocks every takeover until that process exits: a failed
         // removal (EACCES, EIO) is retried, and if it still fails, remembered, so that this process removes
         // its own leftover at its next attempt (try_hold) instead of waiting for it as if someone held it.
-        std::error_code failed;
-        for (int attempt = 0; attempt < guard_removal_attempts; ++attempt) {
-            failed = sys::remove_file(guard_ / nonce_);
+        sys::directory guard;
+        std::error_code failed = sys::open_subdirectory(directory_, guard_name_, guard);
+        for (int attempt = 0; !failed && attempt < guard_removal_attempts; ++attempt) {
+            failed = remove_if_unchanged(guard, nonce_, owner_identity_);
             if (!failed || is(failed, std::errc::no_such_file_or_directory)) break;
             std::this_thread::sleep_for(std::chrono::milliseconds{1});
         }
         if (failed && !is(failed, std::errc::no_such_file_or_directory))
             remember_leaked_guard(nonce_);
-        else
-            remove_emptied_directory(guard_, nonce_);
+        else if (guard.is_open())
+            remove_emptied_directory(directory_, guard_name_, guard, nonce_);
     }
 
     // Makes a directory holding our record and renames it into place: rename fails while another guard (a
@@ -339,37 +419,45 @@ public:
                 // A fresh name: where a removed name stays while someone has it open (Windows without POSIX
                 // delete semantics), the first staging directory may still be there, delete pending.
                 nonce_ = random_nonce();
-                staging_ = sibling(lock_file_, ".takeover." + nonce_);
+                staging_name_ = helper_name(lock_file_, ".takeover." + nonce_);
             }
             if (auto const code = stage(); code) {
-                error = {code, staging_, "cannot prepare the takeover guard"};
+                error = {code, directory_ / staging_name_, "cannot prepare the takeover guard"};
                 return outcome::failed;
             }
-            auto const code = sys::rename_directory(staging_, guard_);
+            auto const code = sys::rename_directory(directory_, staging_name_, guard_name_);
             if (!code) {
                 held_ = true;
                 return outcome::held;
             }
             unstage();
             // sshfs answers EPERM where POSIX says ENOTEMPTY: a guard directory standing there means "taken".
+            sys::directory standing;
             bool const taken = is(code, std::errc::directory_not_empty) || is(code, std::errc::file_exists) ||
-                               (is(code, std::errc::operation_not_permitted) && is_real_directory(guard_));
+                               (is(code, std::errc::operation_not_permitted) &&
+                                !sys::open_subdirectory(directory_, guard_name_, standing));
             if (!taken) {
-                error = {code, guard_, "cannot take the takeover guard"};
+                error = {code, directory_ / guard_name_, "cannot take the takeover guard"};
                 return outcome::failed;
             }
-            if (remove_own_leaked_guard(guard_)) continue;
-            if (remove_dead_owner_directory(guard_)) {
-                report(settings, diagnostic::kind::leftover_removed, guard_,
-                       "takeover guard of a process that is gone");
-            } else if (force && remove_stuck_guard(guard_, settings)) {
-                report(
-                    settings, diagnostic::kind::leftover_removed, guard_,
-                    "takeover guard that stood for over a minute, its owner not alive here (forced break)");
-            } else {
+            if (remove_own_leaked_guard(directory_, guard_name_)) continue;
+            failure refusal;
+            auto removal = remove_dead_owner_directory(directory_, guard_name_, settings, &refusal);
+            char const* removed_what = "takeover guard of a process that is gone";
+            if (removal == guard_removal::kept && force) {
+                removal = remove_stuck_guard(directory_, guard_name_, settings, &refusal);
+                removed_what =
+                    "takeover guard that stood for over a minute, its owner not alive here (forced break)";
+            }
+            if (removal == guard_removal::refused) {
+                error = refusal;
+                return outcome::failed;
+            }
+            if (removal == guard_removal::kept) {
                 holder = describe_guard_holder();
                 return outcome::busy;
             }
+            report(settings, diagnostic::kind::leftover_removed, directory_ / guard_name_, removed_what);
         }
         holder = describe_guard_holder();
         return outcome::busy;
@@ -378,35 +466,50 @@ public:
 private:
     // Names made here carry our fresh nonce: on failure, whatever stands there is ours to remove.
     std::error_code stage() {
-        if (auto const code = sys::make_directory(staging_)) {
-            sys::remove_directory(staging_);
+        if (auto const code = sys::make_directory(directory_, staging_name_)) {
+            sys::remove_directory(directory_, staging_name_);
             return code;
         }
-        sys::file_identity ignored;
-        auto const code =
-            sys::create_exclusive(staging_ / nonce_, serialize_record(make_record(nonce_)), ignored);
+        auto code = sys::open_subdirectory(directory_, staging_name_, staging_);
+        if (!code)
+            code = sys::create_exclusive(staging_, nonce_, serialize_record(make_record(nonce_)),
+                                         owner_identity_);
         if (code) unstage();
         return code;
     }
 
     void unstage() {
-        sys::remove_file(staging_ / nonce_);
-        remove_emptied_directory(staging_, nonce_);
+        if (!staging_.is_open()) {
+            sys::remove_directory(directory_, staging_name_); // empty, or not ours to empty
+            return;
+        }
+        remove_if_unchanged(staging_, nonce_, owner_identity_);
+        remove_emptied_directory(directory_, staging_name_, staging_, nonce_);
+        staging_ = {};
     }
 
     std::string describe_guard_holder() const {
-        std::vector<std::string> names;
-        if (sys::list_directory(guard_, names) || names.size() != 1) return "another process";
-        sys::file_content content;
-        if (sys::read_file(guard_ / names.front(), max_record_size, content)) return "another process";
-        auto const parsed = parse_record(content.bytes);
+        guard_directory guard;
+        switch (open_guard_directory(directory_, guard_name_, guard)) {
+        case opened_guard::other:
+            return "another process";
+        case opened_guard::unreadable:
+            return "a process of user id " + std::to_string(guard.owner.owner) +
+                   " (its record is not readable)";
+        case opened_guard::one_owner:
+            break;
+        }
+        auto const parsed = parse_record(guard.owner.bytes);
         return parsed.status == record_status::ok ? describe_holder(parsed.record) : "another process";
     }
 
+    sys::directory const& directory_;
     fs::path lock_file_;
-    fs::path guard_;
+    std::string guard_name_;
     std::string nonce_;
-    fs::path staging_;
+    std::string staging_name_;
+    sys::directory staging_;
+    sys::file_identity owner_identity_;
     bool held_ = false;
 };
 
@@ -431,46 +534,24 @@ bool is_orphaned(std::string const& nonce) {
 }
 
 // Under the guard: no other process writes the token file now, so a staged copy left there is a crash's.
-void remove_token_leftovers(fs::path const& lock_file) {
+void remove_token_leftovers(sys::directory const& directory, fs::path const& lock_file) {
     auto const prefix = helper_stem(lock_file) + ".token.";
     std::vector<std::string> names;
-    if (sys::list_directory(directory_of(lock_file), names)) return;
+    if (sys::list_directory(directory, names)) return;
     for (auto const& name : names)
         if (name.starts_with(prefix) && is_nonce(std::string_view{name}.substr(prefix.size())))
-            sys::remove_file(lock_file.parent_path() / name);
+            sys::remove_file(directory, name);
 }
 
-// Under the guard: records `token` as the last one unless a later one is recorded already.
-bool raise_last_token(fs::path const& lock_file, std::uint64_t token, failure& error) {
-    std::uint64_t last = 0;
-    if (!read_last_token(lock_file, last, error)) return false;
-    if (last >= token) return true;
-    remove_token_leftovers(lock_file);
-    auto const staged = sibling(lock_file, ".token." + random_nonce());
-    sys::file_identity ignored;
-    if (auto const code = sys::create_exclusive(staged, std::to_string(token) + "\n", ignored)) {
-        error = {code, staged, "cannot write the fencing token"};
-        return false;
-    }
-    if (auto const code = sys::replace_file(staged, token_path(lock_file))) {
-        sys::remove_file(staged);
-        error = {code, token_path(lock_file), "cannot record the fencing token"};
-        return false;
-    }
-    return true;
-}
-
-} // namespace
-
-fs::path token_path(fs::path const& lock_file) {
-    return sibling(lock_file, ".token");
-}
-
-bool read_last_token(fs::path const& lock_file, std::uint64_t& last, failure& error) {
-    auto const path = token_path(lock_file);
+bool read_last_token(sys::directory const& directory, fs::path const& lock_file, std::uint64_t& last,
+                     failure& error) {
+    auto const name = helper_name(lock_file, ".token");
     sys::file_content content;
-    if (auto const code = sys::read_file(path, 64, content)) {
-        error = {code, path, "cannot read the fencing token"};
+    if (auto const code = sys::read_file(directory, name, 64, content)) {
+        error = {code, directory / name,
+                 refused_by_permissions(code)
+                     ? "cannot read the fencing token: " + permission_remedy(content.owner)
+                     : std::string{"cannot read the fencing token"}};
         return false;
     }
     last = 0;
@@ -481,14 +562,51 @@ bool read_last_token(fs::path const& lock_file, std::uint64_t& last, failure& er
     // The largest value has no successor: a file that says so was not written by us.
     if (content.kind != sys::entry_kind::regular || digits.empty() || code != std::errc{} ||
         end != digits.data() + digits.size() || last == std::numeric_limits<std::uint64_t>::max()) {
-        error = {errc::invalid_lock_file, path, "the fencing token file does not hold a number"};
+        error = {errc::invalid_lock_file, directory / name, "the fencing token file does not hold a number"};
         return false;
     }
     return true;
 }
 
+// Under the guard: records `token` as the last one unless a later one is recorded already.
+bool raise_last_token(sys::directory const& directory, fs::path const& lock_file, std::uint64_t token,
+                      failure& error) {
+    std::uint64_t last = 0;
+    if (!read_last_token(directory, lock_file, last, error)) return false;
+    if (last >= token) return true;
+    remove_token_leftovers(directory, lock_file);
+    auto const staged = helper_name(lock_file, ".token." + random_nonce());
+    auto const name = helper_name(lock_file, ".token");
+    sys::file_identity ignored;
+    if (auto const code = sys::create_exclusive(directory, staged, std::to_string(token) + "\n", ignored)) {
+        error = {code, directory / staged, "cannot write the fencing token"};
+        return false;
+    }
+    if (auto const code = sys::replace_file(directory, staged, name)) {
+        sys::remove_file(directory, staged);
+        sys::file_content standing;
+        sys::read_file(directory, name, 0, standing);
+        error = {code, directory / name,
+                 refused_by_permissions(code)
+                     ? "cannot record the fencing token: " + permission_remedy(standing.owner)
+                     : std::string{"cannot record the fencing token"}};
+        return false;
+    }
+    return true;
+}
+
+} // namespace
+
+fs::path token_path(fs::path const& lock_file) {
+    return lock_file.parent_path() / helper_name(lock_file, ".token");
+}
+
+bool read_last_token(fs::path const& lock_file, std::uint64_t& last, failure& error) {
+    return read_last_token(by_path(lock_file), lock_file, last, error);
+}
+
 fs::path guard_path(fs::path const& lock_file) {
-    return sibling(lock_file, ".takeover");
+    return lock_file.parent_path() / helper_name(lock_file, ".takeover");
 }
 
 [[noreturn]] void raise(failure const& what) {
@@ -566,13 +684,23 @@ verdict judge(observation const& seen, options const& settings) {
 bool observe(fs::path const& lock_file, observation& out, failure& error) {
     out = {};
     sys::file_content content;
-    if (auto const code = sys::read_file(lock_file, max_record_size, content)) {
-        error = {code, lock_file, "cannot read the lock file"};
-        return false;
-    }
+    auto const code = sys::read_file(by_path(lock_file), name_of(lock_file), max_record_size, content);
     out.identity = content.identity;
     out.changed = content.changed;
     out.modified = content.modified;
+    out.owner = content.owner;
+    if (code && refused_by_permissions(code) && content.kind == sys::entry_kind::regular) {
+        // Another user's record that we may not read (written under a umask 077 by a version that did not
+        // give it its directory's access): somebody holds the lock, we cannot say who or judge them.
+        out.what = observation::kind::unreadable;
+        out.problem =
+            "a lock file of user id " + std::to_string(content.owner) + " that this user may not read";
+        return true;
+    }
+    if (code) {
+        error = {code, lock_file, "cannot read the lock file"};
+        return false;
+    }
     if (content.kind == sys::entry_kind::absent) return true;
     if (content.kind != sys::entry_kind::regular) {
         out.what = observation::kind::invalid;
@@ -633,7 +761,7 @@ std::error_code make_anonymous_claim(fs::path const& lock_file, claim_terms cons
     // A new lease needs no file time: its first end is in the record (acquired + lifetime), and the file's
     // own modification time (now) is earlier.
     auto const code =
-        sys::create_anonymous(directory_of(lock_file), serialize_record(record), out.identity, out.pin);
+        sys::create_anonymous(by_path(lock_file), serialize_record(record), out.identity, out.pin);
     if (code) out = {};
     return code;
 }
@@ -666,6 +794,8 @@ claim_result try_claim(fs::path const& lock_file, claim_method method, bool loca
     out.lifetime = terms.lifetime;
     out.token = terms.token;
     if (staged && !stageable(method, local, terms)) staged = nullptr;
+    auto const directory = by_path(lock_file);
+    auto const lock_name = name_of(lock_file);
 
     std::error_code code;
     if (method == claim_method::anonymous_link) {
@@ -686,7 +816,7 @@ claim_result try_claim(fs::path const& lock_file, claim_method method, bool loca
         out.acquired = file.acquired;
         out.bell = file.bell;
         staged_made = file.made;
-        code = sys::link_anonymous(out.pin, lock_file);
+        code = sys::link_anonymous(out.pin, directory, lock_name);
         if (!code) return claim_result::acquired;
         if (sys::means_no_hard_links(code) && !name_taken(lock_file)) return claim_result::no_hard_links;
     } else {
@@ -703,30 +833,32 @@ claim_result try_claim(fs::path const& lock_file, claim_method method, bool loca
             text = serialize_record(record);
         }
         if (method == claim_method::exclusive_create) {
-            code = sys::create_exclusive_pinned(lock_file, text, out.identity, out.pin);
+            code = sys::create_exclusive_pinned(directory, lock_name, text, out.identity, out.pin);
             if (!code) return claim_result::acquired;
         } else {
-            if (out.claim_file.empty()) out.claim_file = sibling(lock_file, ".claim." + out.nonce);
-            auto creation = sys::create_exclusive(out.claim_file, text, out.identity);
+            if (out.claim_file.empty())
+                out.claim_file = lock_file.parent_path() / helper_name(lock_file, ".claim." + out.nonce);
+            auto const claim_name = out.claim_file.filename().string();
+            auto creation = sys::create_exclusive(directory, claim_name, text, out.identity);
             // flufl.lock reads a lease's end from the file time only: it must be set before the link shows
             // it.
             if (!creation && terms.format == lock_format::flufl)
-                creation = sys::set_modified(out.claim_file, lease_end(out.acquired, *terms.lifetime));
+                creation = sys::set_modified(directory, claim_name, lease_end(out.acquired, *terms.lifetime));
             if (creation) {
                 // The name carries our fresh nonce: whatever stands there now (a file made although the call
                 // failed, EEXIST after an NFS retransmission) is ours to remove.
-                sys::remove_file(out.claim_file);
+                sys::remove_file(directory, claim_name);
                 error = {creation, out.claim_file, "cannot create the claim file"};
                 return claim_result::failed;
             }
-            code = sys::make_link(out.claim_file, lock_file);
+            code = sys::make_link(directory, claim_name, lock_name);
             if (!code) return claim_result::acquired;
             if (sys::means_no_hard_links(code)) {
                 // sshfs answers a link that lost the race to another client with EPERM (the SFTP server's
                 // generic failure), not EEXIST. A link to a second name of our own tells that from a file
                 // system without hard links.
-                if (!hard_links_work(lock_file, out.claim_file)) {
-                    sys::remove_file(out.claim_file);
+                if (!hard_links_work(lock_file, claim_name)) {
+                    sys::remove_file(directory, claim_name);
                     return claim_result::no_hard_links;
                 }
                 code = std::make_error_code(std::errc::file_exists);
@@ -742,7 +874,7 @@ claim_result try_claim(fs::path const& lock_file, claim_method method, bool loca
     bool const readable = observe(lock_file, seen, unreadable);
     if (readable && seen.what == observation::kind::held && seen.record.nonce == out.nonce)
         return claim_result::acquired;
-    if (!out.claim_file.empty()) sys::remove_file(out.claim_file);
+    if (!out.claim_file.empty()) sys::remove_file(directory, out.claim_file.filename().string());
     if (staged && readable && is(code, std::errc::file_exists)) {
         // Taken, and EEXIST is certain (local): our file got no name, nobody has seen its nonce. It is kept
         // for the next attempt. Any other answer may hide a link that worked: that nonce is an orphan
@@ -777,7 +909,7 @@ claim_method resolve_method(claim_method requested, bool local) {
 }
 
 bool is_local(fs::path const& lock_file) {
-    return !sys::is_network_file_system(directory_of(lock_file));
+    return !sys::is_network_file_system(by_path(lock_file).path);
 }
 
 bool still_ours(fs::path const& lock_file, claim const& held, failure& error) {
@@ -789,14 +921,15 @@ bool still_ours(fs::path const& lock_file, claim const& held, failure& error) {
     std::error_code code;
     if (held.identity_is_proof) {
         sys::file_identity now_there;
-        code = sys::identify(lock_file, now_there);
+        code = sys::identify(by_path(lock_file), name_of(lock_file), now_there);
         if (!code && now_there != held.identity) return false;
         if (!code) {
             // The claim file looked at after the lock file: standing now with our inode, it stood all along
             // (only we make that name), so the inode seen at the lock path was ours.
             sys::file_identity claim_there;
             if (held.claim_file.empty() ||
-                (!sys::identify(held.claim_file, claim_there) && claim_there == held.identity))
+                (!sys::identify(by_path(lock_file), held.claim_file.filename().string(), claim_there) &&
+                 claim_there == held.identity))
                 return true;
         }
     }
@@ -818,9 +951,11 @@ bool release_claim(fs::path const& lock_file, claim const& held, failure& error)
     // token over a newer one.
     // A leased lock's holder is alive while a breaker may remove it (its lease ran out): without the guard,
     // our check and our unlink could straddle the breaker's removal and a new holder's claim.
+    sys::directory directory = by_path(lock_file); // outlives the guard, which refers to it
     std::optional<takeover_guard> guard;
     if (held.token || held.lifetime) {
-        guard.emplace(lock_file);
+        if (!open_lock_directory(lock_file, directory, error)) return false;
+        guard.emplace(directory, lock_file);
         auto outcome = takeover_guard::outcome::busy;
         std::string guard_holder;
         for (int attempt = 0; attempt < 200 && outcome == takeover_guard::outcome::busy; ++attempt) {
@@ -833,9 +968,9 @@ bool release_claim(fs::path const& lock_file, claim const& held, failure& error)
     }
     failure unclear;
     bool const ours = still_ours(lock_file, held, unclear);
-    if (ours && held.token && !raise_last_token(lock_file, *held.token, error)) return false;
+    if (ours && held.token && !raise_last_token(directory, lock_file, *held.token, error)) return false;
     if (ours) {
-        if (auto const removal = sys::remove_file(lock_file)) {
+        if (auto const removal = sys::remove_file(directory, name_of(lock_file))) {
             error = {removal, lock_file, "cannot remove the lock file"};
             return false;
         }
@@ -845,7 +980,7 @@ bool release_claim(fs::path const& lock_file, claim const& held, failure& error)
         error = unclear;
         return false;
     }
-    if (!held.claim_file.empty()) sys::remove_file(held.claim_file);
+    if (!held.claim_file.empty()) sys::remove_file(directory, held.claim_file.filename().string());
     if (ours) return true;
     error = {errc::not_locked, lock_file, "the lock file was removed or replaced while held"};
     return false;
@@ -854,7 +989,9 @@ bool release_claim(fs::path const& lock_file, claim const& held, failure& error)
 refresh_result refresh_claim(fs::path const& lock_file, claim const& held, std::chrono::nanoseconds lifetime,
                              options const& settings, std::chrono::system_clock::time_point& expires,
                              failure& error) {
-    takeover_guard guard{lock_file};
+    sys::directory directory;
+    if (!open_lock_directory(lock_file, directory, error)) return refresh_result::failed;
+    takeover_guard guard{directory, lock_file};
     std::string guard_holder;
     switch (guard.try_hold(settings, guard_holder, error)) {
     case takeover_guard::outcome::held:
@@ -873,8 +1010,8 @@ refresh_result refresh_claim(fs::path const& lock_file, claim const& held, std::
     }
     auto const new_end = lease_end(std::chrono::system_clock::now(), lifetime);
     // Our own inode, through our descriptor or our unique claim name: never another holder's file.
-    auto const code =
-        held.pin ? sys::set_modified(held.pin, new_end) : sys::set_modified(held.claim_file, new_end);
+    auto const code = held.pin ? sys::set_modified(held.pin, new_end)
+                               : sys::set_modified(directory, held.claim_file.filename().string(), new_end);
     if (code) {
         error = {code, lock_file, "cannot refresh the lease"};
         return refresh_result::failed;
@@ -887,7 +1024,12 @@ takeover_report remove_observed(fs::path const& lock_file, observation const& ob
                                 options const& settings, failure& error) {
     takeover_report report_back;
     auto const started = std::chrono::steady_clock::now();
-    takeover_guard guard{lock_file};
+    sys::directory directory;
+    if (!open_lock_directory(lock_file, directory, error)) {
+        report_back.result = takeover_result::failed;
+        return report_back;
+    }
+    takeover_guard guard{directory, lock_file};
     switch (guard.try_hold(settings, report_back.guard_holder, error, force)) {
     case takeover_guard::outcome::held:
         break;
@@ -907,26 +1049,31 @@ takeover_report remove_observed(fs::path const& lock_file, observation const& ob
         return report_back;
     }
     // The bytes hold the holder's nonce, unique to one acquisition: equal bytes are the same lock file.
-    // (Inode numbers are not compared: some file systems give a name a new one on every lookup.)
-    bool const same = now.what == observed.what && now.bytes == observed.bytes;
+    // (Inode numbers are not compared: some file systems give a name a new one on every lookup.) A file we
+    // may not read has no bytes to compare: its identity decides (only a forced break removes one).
+    bool const same = now.what == observed.what && now.bytes == observed.bytes &&
+                      (now.what != observation::kind::unreadable || now.identity == observed.identity);
     auto const judged = now.what == observation::kind::held ? judge(now, settings) : verdict::unknown;
     bool const removable = force || breakable(judged);
     report_back.result = takeover_result::changed;
     if (same && removable && now.what != observation::kind::absent) {
         if (now.what == observation::kind::held && now.record.token &&
-            !raise_last_token(lock_file, *now.record.token, error)) {
+            !raise_last_token(directory, lock_file, *now.record.token, error)) {
             report_back.result = takeover_result::failed;
             return report_back;
         }
-        auto const code = sys::remove_file(lock_file);
+        auto const code = sys::remove_file(directory, name_of(lock_file));
         // Gone already (a removal outside the protocol; Windows: a name that was going away, delete pending,
         // when we read it): nothing left to remove, and the caller looks again.
         if (code && is(code, std::errc::no_such_file_or_directory)) {
-            sweep_leftovers(lock_file, settings);
+            sweep_leftovers(directory, lock_file, settings);
             return report_back;
         }
         if (code) {
-            error = {code, lock_file, "cannot remove the stale lock file"};
+            error = {code, lock_file,
+                     refused_by_permissions(code)
+                         ? "cannot remove the stale lock file: " + permission_remedy(now.owner)
+                         : std::string{"cannot remove the stale lock file"}};
             report_back.result = takeover_result::failed;
             return report_back;
         }
@@ -935,7 +1082,7 @@ takeover_report remove_observed(fs::path const& lock_file, observation const& ob
         if (now.what == observation::kind::held && now.record.bell != 0)
             sys::ring_doorbell(lock_file, now.record.bell);
         if (now.what == observation::kind::held && now.record.format == lock_format::flufl)
-            remove_flufl_claim(lock_file, now);
+            remove_flufl_claim(directory, lock_file, now);
         if (judged == verdict::expired)
             report(settings, diagnostic::kind::expired_lock_broken, lock_file,
                    "the lease of " + describe_holder(now.record) + " had expired");
@@ -943,7 +1090,7 @@ takeover_report remove_observed(fs::path const& lock_file, observation const& ob
             report(settings, diagnostic::kind::stale_lock_removed, lock_file,
                    now.what == observation::kind::held ? describe_holder(now.record) : now.problem);
     }
-    sweep_leftovers(lock_file, settings);
+    sweep_leftovers(directory, lock_file, settings);
 
     auto const took = std::chrono::steady_clock::now() - started;
     if (took > settings.race_delay)

@@ -49,12 +49,14 @@ constexpr bool breakable(verdict judged) {
 
 /// What the lock path holds at one moment.
 struct observation {
-    enum class kind { absent, held, invalid } what = kind::absent;
+    /// unreadable: a regular file we may not read (another user's, EACCES): held by someone we cannot judge.
+    enum class kind { absent, held, invalid, unreadable } what = kind::absent;
     bool content_problem =
         false;           ///< invalid because of its bytes (may be mid-write), not because of its type
     lock_record record;  ///< when held
-    std::string problem; ///< when invalid
+    std::string problem; ///< when invalid or unreadable
     sys::file_identity identity;
+    std::int64_t owner = -1;                        ///< the file's owner (POSIX user id; -1 where unknown)
     std::int64_t changed = 0;                       ///< status change time (ns)
     std::chrono::system_clock::time_point modified; ///< with a lease: its expiry once refreshed
     std::string bytes;

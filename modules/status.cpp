@@ -44,6 +44,10 @@ lock_status inspect(std::filesystem::path const& lock_file, options const& setti
         status.state = lock_state::invalid;
         status.problem = seen.problem;
         return status;
+    case detail::observation::kind::unreadable:
+        status.state = lock_state::unknown; // held by someone we cannot judge
+        status.problem = seen.problem;
+        return status;
     case detail::observation::kind::held:
         break;
     }

@@ -36,7 +36,7 @@ struct lock_status {
     lock_state state = lock_state::unlocked;
     std::optional<lock_record> record; ///< when the file holds a record (any state but unlocked and invalid)
     std::optional<std::chrono::system_clock::time_point> expires; ///< when the record carries a lease
-    std::string problem;                                          ///< when invalid: what is wrong
+    std::string problem; ///< when invalid: what is wrong; when unknown for want of permission: whose file
 };
 
 /// Reads and judges the lock file; never modifies anything. Throws lock_error when it cannot be read.

@@ -54,36 +54,64 @@ process_state local_process_state(std::int64_t pid, std::optional<std::uint64_t>
 /// 128 bits from the OS's cryptographic random source (what a nonce is made of); throws std::system_error.
 std::array<unsigned char, 16> random_128_bits();
 
-/// Creates path exclusively (never through a symlink), writes content in one go, and reports the new file's
-/// identity. A write failure removes the file again. file_exists when the name is taken.
-std::error_code create_exclusive(std::filesystem::path const& path, std::string_view content,
+/// A directory that names are looked up in (docs/protocol.md 2.4, "Names are resolved from a directory
+/// handle"). Opened (open_directory, open_subdirectory), a name inside it always means an entry of this very
+/// directory, whoever renames it or puts a symlink at its path meanwhile. Not opened (at_path), each call
+/// resolves `path` again: only for the lock's own directory, whose path is the caller's and whose ancestors
+/// are trusted (docs/security.md). Names given with it are single path components, never followed when they
+/// are the last one.
+struct directory {
+    std::shared_ptr<void> handle; ///< the OS's open directory; empty: resolved by path
+    std::filesystem::path path;   ///< where it is: messages, and the path for calls that are not relative
+    file_identity identity;       ///< of the opened directory (zero when not opened)
+    /// The access the directory gives its group and others (POSIX permission bits; 0 when not opened):
+    /// whatever the library creates inside gets the same (docs/security.md), whatever the umask.
+    unsigned access = 0;
+    [[nodiscard]] bool is_open() const noexcept { return handle != nullptr; }
+    /// The path of a name inside (for messages only).
+    [[nodiscard]] std::filesystem::path operator/(std::string_view name) const { return path / name; }
+};
+
+/// The lock's directory by its path, not opened (hot paths: a look, a claim, a release).
+directory at_path(std::filesystem::path const& path);
+/// Opens a directory by its path (symlinks in the path are followed: the path is the caller's choice).
+std::error_code open_directory(std::filesystem::path const& path, directory& out);
+/// Opens the directory `name` inside `parent`, never through a symlink: not_a_directory when the name holds
+/// anything but a directory (a symlink to one included).
+std::error_code open_subdirectory(directory const& parent, std::string_view name, directory& out);
+
+/// Creates `name` exclusively (never through a symlink), writes content in one go, and reports the new
+/// file's identity. A write failure removes the file again. file_exists when the name is taken.
+std::error_code create_exclusive(directory const& at, std::string_view name, std::string_view content,
                                  file_identity& created);
 
 /// An open handle that keeps a file's identity from being reused while a lock is held (closed when released).
 using pinned_file = std::shared_ptr<void>;
 
-/// Creates a nameless file in `directory` holding `content` (O_TMPFILE): nothing is visible until
-/// link_anonymous. operation_not_supported where the file system or OS cannot.
-std::error_code create_anonymous(std::filesystem::path const& directory, std::string_view content,
-                                 file_identity& created, pinned_file& handle);
+/// Creates a nameless file in `at` holding `content` (O_TMPFILE): nothing is visible until link_anonymous.
+/// operation_not_supported where the file system or OS cannot.
+std::error_code create_anonymous(directory const& at, std::string_view content, file_identity& created,
+                                 pinned_file& handle);
 
 /// create_exclusive that keeps the new file open in `handle` (pinning its inode while the lock is held).
-std::error_code create_exclusive_pinned(std::filesystem::path const& path, std::string_view content,
+std::error_code create_exclusive_pinned(directory const& at, std::string_view name, std::string_view content,
                                         file_identity& created, pinned_file& handle);
 
 /// Sets the modification time of a pinned file (a lease's expiry; docs/protocol.md, "Leases").
 std::error_code set_modified(pinned_file const& handle, std::chrono::system_clock::time_point when);
 /// The same for a named file (never through a symlink): a claim file only this process writes.
-std::error_code set_modified(std::filesystem::path const& path, std::chrono::system_clock::time_point when);
+std::error_code set_modified(directory const& at, std::string_view name,
+                             std::chrono::system_clock::time_point when);
 
-/// Gives a nameless file its name atomically; fails with file_exists when new_path exists as anything.
-std::error_code link_anonymous(pinned_file const& handle, std::filesystem::path const& new_path);
+/// Gives a nameless file its name atomically; fails with file_exists when the name exists as anything.
+std::error_code link_anonymous(pinned_file const& handle, directory const& at, std::string_view name);
 
-/// link(existing, new_path): fails with file_exists when new_path exists as anything, symlinks included.
-std::error_code make_link(std::filesystem::path const& existing, std::filesystem::path const& new_path);
+/// link(existing, new_name), both in `at`: fails with file_exists when new_name exists as anything,
+/// symlinks included.
+std::error_code make_link(directory const& at, std::string_view existing, std::string_view new_name);
 
 /// Removes a name that is not a directory.
-std::error_code remove_file(std::filesystem::path const& path);
+std::error_code remove_file(directory const& at, std::string_view name);
 
 enum class entry_kind { absent, regular, symlink, directory, other };
 
@@ -99,28 +127,31 @@ struct file_content {
     /// attributes for seconds); of any other file, as the open file's status gave it.
     std::chrono::system_clock::time_point modified;
     std::string bytes; ///< at most limit + 1 bytes of a regular file
+    /// The owner's user id (POSIX; -1 where unknown): whom to name when the file cannot be read or removed.
+    std::int64_t owner = -1;
 };
 
-/// Reads a lock file; absent is not an error. Reads at most limit + 1 bytes.
-std::error_code read_file(std::filesystem::path const& path, std::size_t limit, file_content& out);
+/// Reads a file; absent is not an error. Reads at most limit + 1 bytes. permission_denied when the file
+/// exists but may not be read, with kind, identity and owner filled in.
+std::error_code read_file(directory const& at, std::string_view name, std::size_t limit, file_content& out);
 
 /// The identity of the file a name holds now (lstat); no_such_file_or_directory when absent.
-std::error_code identify(std::filesystem::path const& path, file_identity& out);
+std::error_code identify(directory const& at, std::string_view name, file_identity& out);
 
-/// mkdir with owner-only-write permissions.
-std::error_code make_directory(std::filesystem::path const& path);
+/// mkdir, with the access `at` gives (see directory::access), whatever the umask.
+std::error_code make_directory(directory const& at, std::string_view name);
 
-/// rename(from, to) for a directory: succeeds only while `to` is absent or an empty directory.
-std::error_code rename_directory(std::filesystem::path const& from, std::filesystem::path const& to);
+/// rename(from, to) for a directory, both in `at`: succeeds only while `to` is absent or an empty directory.
+std::error_code rename_directory(directory const& at, std::string_view from, std::string_view to);
 
-/// rename(from, to) for a file: atomically replaces `to` (readers see the old or the new file, never a mix).
-std::error_code replace_file(std::filesystem::path const& from, std::filesystem::path const& to);
+/// rename(from, to) for a file, both in `at`: atomically replaces `to` (readers see the old or the new file).
+std::error_code replace_file(directory const& at, std::string_view from, std::string_view to);
 
 /// rmdir: succeeds only on an empty directory.
-std::error_code remove_directory(std::filesystem::path const& path);
+std::error_code remove_directory(directory const& at, std::string_view name);
 
 /// The names in a directory, without "." and "..".
-std::error_code list_directory(std::filesystem::path const& path, std::vector<std::string>& names);
+std::error_code list_directory(directory const& at, std::vector<std::string>& names);
 
 /// True where the link() error means "this file system has no hard links" (fall back to exclusive create).
 bool means_no_hard_links(std::error_code const& error) noexcept;

@@ -22,19 +22,13 @@ module;
 #include <system_error>
 #include <unistd.h>
 
+#include "../posix/descriptors.hpp"
+
 module openlock;
 import :sys;
 
 namespace openlock::sys {
 namespace {
-
-struct open_file {
-    explicit open_file(int descriptor) noexcept : fd(descriptor) {}
-    open_file(open_file const&) = delete;
-    open_file& operator=(open_file const&) = delete;
-    ~open_file() { ::close(fd); }
-    int fd;
-};
 
 std::error_code last_error() noexcept {
     return {errno, std::system_category()};
@@ -45,21 +39,28 @@ bool proc_fd_available() {
     return available;
 }
 
+using posix::descriptor_of;
+using posix::name_in;
+
 } // namespace
 
-std::error_code create_anonymous(std::filesystem::path const& directory, std::string_view content,
-                                 file_identity& created, pinned_file& handle) {
+std::error_code create_anonymous(directory const& at, std::string_view content, file_identity& created,
+                                 pinned_file& handle) {
     if (!proc_fd_available()) return std::make_error_code(std::errc::operation_not_supported);
+    // The record is read by every waiter, whoever they are: it gets the access its directory gives, as
+    // files the POSIX seam creates do, whatever the umask (grant_file_access below).
     int fd = -1;
+    auto const where = name_in(at, ".");
     do
-        fd = ::open(directory.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+        fd = ::openat(descriptor_of(at), where.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
     while (fd < 0 && errno == EINTR);
+    fd = posix::off_standard_streams(fd);
     if (fd < 0) {
         if (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)
             return std::make_error_code(std::errc::operation_not_supported);
         return last_error();
     }
-    auto file = std::make_shared<open_file>(fd);
+    auto file = posix::own_descriptor(fd);
     while (!content.empty()) {
         auto const written = ::write(fd, content.data(), content.size());
         if (written < 0) {
@@ -70,51 +71,15 @@ std::error_code create_anonymous(std::filesystem::path const& directory, std::st
     }
     struct stat status{};
     if (::fstat(fd, &status) != 0) return last_error();
+    if (posix::grant_file_access(at, fd, status) != 0) return last_error();
     created = {static_cast<std::uint64_t>(status.st_dev), static_cast<std::uint64_t>(status.st_ino)};
     handle = std::move(file);
     return {};
 }
 
-std::error_code create_exclusive_pinned(std::filesystem::path const& path, std::string_view content,
-                                        file_identity& created, pinned_file& handle) {
-    int fd = -1;
-    do
-        fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0644);
-    while (fd < 0 && errno == EINTR);
-    if (fd < 0) return last_error();
-    auto file = std::make_shared<open_file>(fd);
-    auto const fail = [&] {
-        auto const error = last_error();
-        ::unlink(path.c_str()); // ours, and incomplete
-        return error;
-    };
-    while (!content.empty()) {
-        auto const written = ::write(fd, content.data(), content.size());
-        if (written < 0) {
-            if (errno == EINTR) continue;
-            return fail();
-        }
-        content.remove_prefix(static_cast<std::size_t>(written));
-    }
-    struct stat status{};
-    if (::fstat(fd, &status) != 0) return fail();
-    created = {static_cast<std::uint64_t>(status.st_dev), static_cast<std::uint64_t>(status.st_ino)};
-    handle = std::move(file);
-    return {};
-}
-
-std::error_code set_modified(pinned_file const& handle, std::chrono::system_clock::time_point when) {
-    auto const* file = static_cast<open_file const*>(handle.get());
-    auto const since_epoch = std::chrono::duration_cast<std::chrono::nanoseconds>(when.time_since_epoch());
-    struct timespec const time{static_cast<time_t>(since_epoch.count() / 1'000'000'000),
-                               static_cast<long>(since_epoch.count() % 1'000'000'000)};
-    struct timespec const both[2] = {time, time};
-    if (::futimens(file->fd, both) != 0) return last_error();
-    return {};
-}
-
-std::error_code link_anonymous(pinned_file const& handle, std::filesystem::path const& new_path) {
-    auto const* file = static_cast<open_file const*>(handle.get());
+std::error_code link_anonymous(pinned_file const& handle, directory const& at, std::string_view name) {
+    int const fd = posix::descriptor_in(handle);
+    auto const new_name = name_in(at, name);
     // linkat(fd, "", AT_EMPTY_PATH) names the descriptor's file directly; the /proc/self/fd/N path walks
     // procfs and follows a magic link first, and costs about twice as much (the claim's only step after a
     // waiter wakes up). Linux 6.10 allows it for a descriptor the caller opened itself; before, only with
@@ -122,12 +87,13 @@ std::error_code link_anonymous(pinned_file const& handle, std::filesystem::path 
     // path decides, and once it works where AT_EMPTY_PATH did not, it is used from then on.
     static std::atomic<bool> empty_path_refused{false};
     if (!empty_path_refused.load(std::memory_order_relaxed)) {
-        if (::linkat(file->fd, "", AT_FDCWD, new_path.c_str(), AT_EMPTY_PATH) == 0) return {};
+        if (::linkat(fd, "", descriptor_of(at), new_name.c_str(), AT_EMPTY_PATH) == 0) return {};
         if (errno != ENOENT && errno != EPERM && errno != EINVAL) return last_error();
     }
     char source[48];
-    std::snprintf(source, sizeof source, "/proc/self/fd/%d", file->fd);
-    if (::linkat(AT_FDCWD, source, AT_FDCWD, new_path.c_str(), AT_SYMLINK_FOLLOW) != 0) return last_error();
+    std::snprintf(source, sizeof source, "/proc/self/fd/%d", fd);
+    if (::linkat(AT_FDCWD, source, descriptor_of(at), new_name.c_str(), AT_SYMLINK_FOLLOW) != 0)
+        return last_error();
     empty_path_refused.store(true, std::memory_order_relaxed);
     return {};
 }

@@ -14,6 +14,15 @@
 // - utimensat(AT_SYMLINK_NOFOLLOW) sets a claim file's modification time (a lease's expiry, as flufl.lock).
 // - mkdir(2)/rename(2)/rmdir(2) on directories are the conditional operations the takeover guard is built
 //   from: rename onto a non-empty directory fails, rmdir of a non-empty directory fails (docs/protocol.md).
+// - Names are resolved from a directory descriptor (openat, unlinkat, fstatat/statx, linkat, renameat,
+// mkdirat,
+//   utimensat): a directory opened once by open_subdirectory (O_DIRECTORY|O_NOFOLLOW, O_PATH where Linux has
+//   it, so that search permission is all it needs) stays the directory that was judged, whoever swaps its
+//   name for a symlink in a shared directory afterwards (docs/protocol.md 2.4, docs/security.md).
+// - What is created gets the access its directory gives its group and others (fchmod after a create whose
+//   umask took bits away): in a setgid group directory every member can read the records and empty a dead
+//   member's guard, whatever the creator's umask.
+// - Every descriptor kept or written through is moved off 0, 1 and 2 (descriptors.hpp).
 // - No fsync: a lock must survive its holder's crash, not the machine's; after a reboot the boot id differs.
 module;
 #include <cerrno>
@@ -30,6 +39,8 @@ module;
 #include <system_error>
 #include <unistd.h>
 #include <vector>
+
+#include "descriptors.hpp"
 
 module openlock;
 import :sys;
@@ -80,16 +91,18 @@ std::chrono::system_clock::time_point fresh_modification_time(int fd, struct sta
     return as_time_point(known.st_mtim.tv_sec, known.st_mtim.tv_nsec);
 }
 
-// lstat(2) that asks the server where statx can (NFS and FUSE clients answer plain lstat from a cache that
-// may be seconds old: a release would misjudge its own lock file, a waiter see a file that is gone).
-int fresh_lstat(char const* path, struct stat& out) noexcept {
+// fstatat(AT_SYMLINK_NOFOLLOW) that asks the server where statx can (NFS and FUSE clients answer plain lstat
+// from a cache that may be seconds old: a release would misjudge its own lock file, a waiter see a file that
+// is gone).
+int fresh_stat_at(int directory, char const* name, struct stat& out) noexcept {
     struct statx fresh{};
-    if (::statx(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW | AT_STATX_FORCE_SYNC, STATX_BASIC_STATS, &fresh) != 0) {
+    if (::statx(directory, name, AT_SYMLINK_NOFOLLOW | AT_STATX_FORCE_SYNC, STATX_BASIC_STATS, &fresh) != 0) {
         if (errno != ENOSYS && errno != EINVAL) return -1;
-        return ::lstat(path, &out);
+        return ::fstatat(directory, name, &out, AT_SYMLINK_NOFOLLOW);
     }
     out = {};
     out.st_mode = fresh.stx_mode;
+    out.st_uid = fresh.stx_uid;
     out.st_dev = makedev(fresh.stx_dev_major, fresh.stx_dev_minor);
     out.st_ino = fresh.stx_ino;
     out.st_nlink = fresh.stx_nlink;
@@ -114,12 +127,25 @@ private:
     int fd_;
 };
 
-int open_retrying(char const* path, int flags, mode_t mode = 0) noexcept {
+using posix::descriptor_of;
+
+// A name for the *at calls (see posix::name_in), kept for the length of one call.
+class name_in {
+public:
+    name_in(directory const& at, std::string_view name) : text_(posix::name_in(at, name)) {}
+    [[nodiscard]] char const* c_str() const noexcept { return text_.c_str(); }
+
+private:
+    std::string text_;
+};
+
+int open_at(directory const& at, std::string_view name, int flags, mode_t mode = 0) noexcept {
+    name_in const path{at, name};
     int fd = -1;
     do
-        fd = ::open(path, flags, mode);
+        fd = ::openat(descriptor_of(at), path.c_str(), flags, mode);
     while (fd < 0 && errno == EINTR);
-    return fd;
+    return posix::off_standard_streams(fd);
 }
 
 std::error_code write_all(int fd, std::string_view content) noexcept {
@@ -134,53 +160,131 @@ std::error_code write_all(int fd, std::string_view content) noexcept {
     return {};
 }
 
-} // namespace
-
-std::error_code create_exclusive(std::filesystem::path const& path, std::string_view content,
-                                 file_identity& created) {
-    unique_fd fd{
-        open_retrying(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0644)};
-    if (!fd.valid()) return last_error();
+// Creates `name` exclusively, never through a symlink, writes content, and gives it its directory's access.
+// The descriptor is returned open; on failure the name is removed again (ours: we just made it).
+std::error_code create_written(directory const& at, std::string_view name, std::string_view content,
+                               file_identity& created, int& descriptor) noexcept {
+    descriptor = open_at(at, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0644);
+    if (descriptor < 0) return last_error();
     struct stat status{};
-    auto error = write_all(fd.get(), content);
-    if (!error && ::fstat(fd.get(), &status) != 0) error = last_error();
+    auto error = write_all(descriptor, content);
+    if (!error && ::fstat(descriptor, &status) != 0) error = last_error();
+    if (!error && posix::grant_file_access(at, descriptor, status) != 0) error = last_error();
     if (error) {
-        ::unlink(path.c_str());
+        ::unlinkat(descriptor_of(at), name_in{at, name}.c_str(), 0);
+        ::close(descriptor);
+        descriptor = -1;
         return error;
     }
     created = identity_of(status);
     return {};
 }
 
-std::error_code make_link(std::filesystem::path const& existing, std::filesystem::path const& new_path) {
-    if (::link(existing.c_str(), new_path.c_str()) != 0) return last_error();
-    return {};
+} // namespace
+
+directory at_path(std::filesystem::path const& path) {
+    directory result;
+    result.path = path.empty() ? std::filesystem::path{"."} : path;
+    return result;
 }
 
-std::error_code remove_file(std::filesystem::path const& path) {
-    if (::unlink(path.c_str()) != 0) return last_error();
-    return {};
-}
+namespace {
 
-std::error_code identify(std::filesystem::path const& path, file_identity& out) {
+std::error_code opened(int fd, std::filesystem::path path, directory& out) {
+    if (fd < 0) return last_error();
+    auto handle = posix::own_descriptor(fd);
     struct stat status{};
-    if (fresh_lstat(path.c_str(), status) != 0) return last_error();
+    if (::fstat(fd, &status) != 0) return last_error();
+    if (!S_ISDIR(status.st_mode)) return std::make_error_code(std::errc::not_a_directory);
+    out.handle = std::move(handle);
+    out.path = std::move(path);
+    out.identity = identity_of(status);
+    out.access = status.st_mode & 07777;
+    return {};
+}
+
+// O_PATH needs no read permission on the directory (a group directory may grant search only); where there is
+// none, reading it is what opening it takes.
+#ifdef O_PATH
+constexpr int directory_flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
+#else
+constexpr int directory_flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC;
+#endif
+
+} // namespace
+
+std::error_code open_directory(std::filesystem::path const& path, directory& out) {
+    auto const where = path.empty() ? std::filesystem::path{"."} : path;
+    int fd = -1;
+    do
+        fd = ::open(where.c_str(), directory_flags);
+    while (fd < 0 && errno == EINTR);
+    return opened(posix::off_standard_streams(fd), where, out);
+}
+
+std::error_code open_subdirectory(directory const& parent, std::string_view name, directory& out) {
+    // O_NOFOLLOW|O_DIRECTORY: a symlink, even to a directory, answers ENOTDIR (ELOOP without O_PATH).
+    int const fd = open_at(parent, name, directory_flags | O_NOFOLLOW);
+    if (fd < 0 && errno == ELOOP) return std::make_error_code(std::errc::not_a_directory);
+    return opened(fd, parent / name, out);
+}
+
+std::error_code create_exclusive(directory const& at, std::string_view name, std::string_view content,
+                                 file_identity& created) {
+    int descriptor = -1;
+    auto const error = create_written(at, name, content, created, descriptor);
+    if (descriptor >= 0) ::close(descriptor);
+    return error;
+}
+
+std::error_code create_exclusive_pinned(directory const& at, std::string_view name, std::string_view content,
+                                        file_identity& created, pinned_file& handle) {
+    int descriptor = -1;
+    if (auto const error = create_written(at, name, content, created, descriptor)) return error;
+    handle = posix::own_descriptor(descriptor);
+    return {};
+}
+
+std::error_code set_modified(pinned_file const& handle, std::chrono::system_clock::time_point when) {
+    auto const times = as_timespec(when);
+    struct timespec const both[2] = {times, times};
+    if (::futimens(posix::descriptor_in(handle), both) != 0) return last_error();
+    return {};
+}
+
+std::error_code make_link(directory const& at, std::string_view existing, std::string_view new_name) {
+    int const fd = descriptor_of(at);
+    if (::linkat(fd, name_in{at, existing}.c_str(), fd, name_in{at, new_name}.c_str(), 0) != 0)
+        return last_error();
+    return {};
+}
+
+std::error_code remove_file(directory const& at, std::string_view name) {
+    if (::unlinkat(descriptor_of(at), name_in{at, name}.c_str(), 0) != 0) return last_error();
+    return {};
+}
+
+std::error_code identify(directory const& at, std::string_view name, file_identity& out) {
+    struct stat status{};
+    if (fresh_stat_at(descriptor_of(at), name_in{at, name}.c_str(), status) != 0) return last_error();
     out = identity_of(status);
     return {};
 }
 
-std::error_code read_file(std::filesystem::path const& path, std::size_t limit, file_content& out) {
+std::error_code read_file(directory const& at, std::string_view name, std::size_t limit, file_content& out) {
     out = {};
     struct stat before{};
-    if (fresh_lstat(path.c_str(), before) != 0) {
+    if (fresh_stat_at(descriptor_of(at), name_in{at, name}.c_str(), before) != 0) {
         if (errno == ENOENT) return {};
         return last_error();
     }
     out.kind = kind_of(before.st_mode);
     out.identity = identity_of(before);
+    out.owner = before.st_uid;
+    out.modified = as_time_point(before.st_mtim.tv_sec, before.st_mtim.tv_nsec);
     if (out.kind != entry_kind::regular) return {};
 
-    unique_fd fd{open_retrying(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)};
+    unique_fd fd{open_at(at, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)};
     if (!fd.valid()) {
         if (errno == ENOENT) {
             out = {};
@@ -190,7 +294,7 @@ std::error_code read_file(std::filesystem::path const& path, std::size_t limit, 
             out.kind = entry_kind::symlink; // replaced by a symlink between lstat and open
             return {};
         }
-        return last_error();
+        return last_error(); // permission_denied: kind, identity and owner say whose it is
     }
     // A FUSE client may answer ENOENT here (NFS: ESTALE), after the open, for a file removed meanwhile by
     // another client: it is absent (the claim itself is decided by an atomic link, never by this read).
@@ -202,6 +306,7 @@ std::error_code read_file(std::filesystem::path const& path, std::size_t limit, 
     if (::fstat(fd.get(), &opened) != 0) return errno == ENOENT || errno == ESTALE ? gone() : last_error();
     out.kind = kind_of(opened.st_mode);
     out.identity = identity_of(opened);
+    out.owner = opened.st_uid;
     out.changed = static_cast<std::int64_t>(opened.st_ctim.tv_sec) * 1'000'000'000 + opened.st_ctim.tv_nsec;
     if (out.kind != entry_kind::regular) return {};
 
@@ -229,40 +334,66 @@ std::error_code read_file(std::filesystem::path const& path, std::size_t limit, 
     return {};
 }
 
-std::error_code set_modified(std::filesystem::path const& path, std::chrono::system_clock::time_point when) {
+std::error_code set_modified(directory const& at, std::string_view name,
+                             std::chrono::system_clock::time_point when) {
     auto const times = as_timespec(when);
     struct timespec const both[2] = {times, times};
-    if (::utimensat(AT_FDCWD, path.c_str(), both, AT_SYMLINK_NOFOLLOW) != 0) return last_error();
+    if (::utimensat(descriptor_of(at), name_in{at, name}.c_str(), both, AT_SYMLINK_NOFOLLOW) != 0)
+        return last_error();
     return {};
 }
 
-std::error_code make_directory(std::filesystem::path const& path) {
-    if (::mkdir(path.c_str(), 0755) != 0) return last_error();
+std::error_code make_directory(directory const& at, std::string_view name) {
+    if (!at.is_open()) {
+        if (::mkdirat(AT_FDCWD, name_in{at, name}.c_str(), 0755) != 0) return last_error();
+        return {};
+    }
+    auto const access = posix::directory_access(at.access);
+    if (::mkdirat(descriptor_of(at), name_in{at, name}.c_str(), access) != 0) return last_error();
+    // The umask may have taken bits the directory gives: set them through a descriptor of what we made (no
+    // fchmodat: it would follow a symlink swapped in meanwhile).
+    unique_fd made{open_at(at, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)};
+    struct stat status{};
+    if (!made.valid() || ::fstat(made.get(), &status) != 0) return last_error();
+    if ((status.st_mode & 07777) != access && ::fchmod(made.get(), access) != 0) return last_error();
     return {};
 }
 
-std::error_code rename_directory(std::filesystem::path const& from, std::filesystem::path const& to) {
-    if (::rename(from.c_str(), to.c_str()) != 0) return last_error();
+std::error_code rename_directory(directory const& at, std::string_view from, std::string_view to) {
+    int const fd = descriptor_of(at);
+    if (::renameat(fd, name_in{at, from}.c_str(), fd, name_in{at, to}.c_str()) != 0) return last_error();
     return {};
 }
 
-std::error_code replace_file(std::filesystem::path const& from, std::filesystem::path const& to) {
-    if (::rename(from.c_str(), to.c_str()) != 0) return last_error();
+std::error_code replace_file(directory const& at, std::string_view from, std::string_view to) {
+    int const fd = descriptor_of(at);
+    if (::renameat(fd, name_in{at, from}.c_str(), fd, name_in{at, to}.c_str()) != 0) return last_error();
     return {};
 }
 
-std::error_code remove_directory(std::filesystem::path const& path) {
-    if (::rmdir(path.c_str()) != 0) return last_error();
+std::error_code remove_directory(directory const& at, std::string_view name) {
+    if (::unlinkat(descriptor_of(at), name_in{at, name}.c_str(), AT_REMOVEDIR) != 0) return last_error();
     return {};
 }
 
-std::error_code list_directory(std::filesystem::path const& path, std::vector<std::string>& names) {
+std::error_code list_directory(directory const& at, std::vector<std::string>& names) {
     names.clear();
-    DIR* directory = ::opendir(path.c_str());
-    if (directory == nullptr) return last_error();
-    auto const close_directory = gsl::finally([directory] { ::closedir(directory); });
+    // Listing needs a descriptor opened for reading: of the opened directory itself ("." from it), never of a
+    // name that could have been swapped since.
+    int const fd =
+        at.is_open()
+            ? open_at(at, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            : posix::off_standard_streams(::open(at.path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (fd < 0) return last_error();
+    DIR* listing = ::fdopendir(fd);
+    if (listing == nullptr) {
+        auto const error = last_error();
+        ::close(fd);
+        return error;
+    }
+    auto const close_listing = gsl::finally([listing] { ::closedir(listing); });
     errno = 0;
-    while (dirent const* entry = ::readdir(directory)) {
+    while (dirent const* entry = ::readdir(listing)) {
         std::string_view const name{entry->d_name};
         if (name != "." && name != "..") names.emplace_back(name);
     }

@@ -174,27 +174,66 @@ std::chrono::system_clock::time_point as_time_point(LARGE_INTEGER const& ticks) 
 
 } // namespace
 
-std::error_code create_exclusive(std::filesystem::path const& path, std::string_view content,
-                                 file_identity& created) {
-    unique_handle file;
-    return create_new(path, content, created, file);
+directory at_path(std::filesystem::path const& path) {
+    directory result;
+    result.path = path.empty() ? std::filesystem::path{"."} : path;
+    return result;
 }
 
-std::error_code create_exclusive_pinned(std::filesystem::path const& path, std::string_view content,
+namespace {
+
+// A directory handle keeps the directory's identity for the checks below; names inside it are still reached
+// by path (Win32 has no openat), each open refusing reparse points (FILE_FLAG_OPEN_REPARSE_POINT): see the
+// residual window in docs/security.md.
+std::error_code open_directory_handle(std::filesystem::path const& path, bool follow, directory& out) {
+    unique_handle opened{
+        ::CreateFileW(long_path(path).c_str(), FILE_READ_ATTRIBUTES, share_all, nullptr, OPEN_EXISTING,
+                      FILE_FLAG_BACKUP_SEMANTICS | (follow ? 0 : FILE_FLAG_OPEN_REPARSE_POINT), nullptr)};
+    if (!opened.valid()) return last_error();
+    FILE_ATTRIBUTE_TAG_INFO tag{};
+    BY_HANDLE_FILE_INFORMATION info{};
+    if (!::GetFileInformationByHandleEx(opened.get(), FileAttributeTagInfo, &tag, sizeof tag) ||
+        !::GetFileInformationByHandle(opened.get(), &info))
+        return last_error();
+    if ((tag.FileAttributes & FILE_ATTRIBUTE_DIRECTORY) == 0 ||
+        (!follow && (tag.FileAttributes & FILE_ATTRIBUTE_REPARSE_POINT) != 0))
+        return std::make_error_code(std::errc::not_a_directory);
+    out.handle = std::shared_ptr<void>{opened.release(), [](void* held) { ::CloseHandle(held); }};
+    out.path = path;
+    out.identity = identity_of(info);
+    return {};
+}
+
+} // namespace
+
+std::error_code open_directory(std::filesystem::path const& path, directory& out) {
+    return open_directory_handle(path.empty() ? std::filesystem::path{"."} : path, true, out);
+}
+
+std::error_code open_subdirectory(directory const& parent, std::string_view name, directory& out) {
+    return open_directory_handle(parent / name, false, out);
+}
+
+std::error_code create_exclusive(directory const& at, std::string_view name, std::string_view content,
+                                 file_identity& created) {
+    unique_handle file;
+    return create_new(at / name, content, created, file);
+}
+
+std::error_code create_exclusive_pinned(directory const& at, std::string_view name, std::string_view content,
                                         file_identity& created, pinned_file& handle) {
     unique_handle file;
-    if (auto const error = create_new(path, content, created, file)) return error;
+    if (auto const error = create_new(at / name, content, created, file)) return error;
     handle = std::shared_ptr<void>{file.release(), [](void* opened) { ::CloseHandle(opened); }};
     return {};
 }
 
 // Windows has no nameless files that can be given a name later: the caller falls back to a claim file.
-std::error_code create_anonymous(std::filesystem::path const&, std::string_view, file_identity&,
-                                 pinned_file&) {
+std::error_code create_anonymous(directory const&, std::string_view, file_identity&, pinned_file&) {
     return std::make_error_code(std::errc::operation_not_supported);
 }
 
-std::error_code link_anonymous(pinned_file const&, std::filesystem::path const&) {
+std::error_code link_anonymous(pinned_file const&, directory const&, std::string_view) {
     return std::make_error_code(std::errc::operation_not_supported);
 }
 
@@ -204,24 +243,26 @@ std::error_code set_modified(pinned_file const& handle, std::chrono::system_cloc
     return {};
 }
 
-std::error_code set_modified(std::filesystem::path const& path, std::chrono::system_clock::time_point when) {
-    unique_handle file{open_name(long_path(path), FILE_WRITE_ATTRIBUTES, OPEN_EXISTING, 0)};
+std::error_code set_modified(directory const& at, std::string_view name,
+                             std::chrono::system_clock::time_point when) {
+    unique_handle file{open_name(long_path(at / name), FILE_WRITE_ATTRIBUTES, OPEN_EXISTING, 0)};
     if (!file.valid()) return last_error();
     auto const time = win32::as_filetime(when);
     if (!::SetFileTime(file.get(), nullptr, nullptr, &time)) return last_error();
     return {};
 }
 
-std::error_code make_link(std::filesystem::path const& existing, std::filesystem::path const& new_path) {
-    if (::CreateHardLinkW(long_path(new_path).c_str(), long_path(existing).c_str(), nullptr)) return {};
+std::error_code make_link(directory const& at, std::string_view existing, std::string_view new_name) {
+    if (::CreateHardLinkW(long_path(at / new_name).c_str(), long_path(at / existing).c_str(), nullptr))
+        return {};
     auto const code = ::GetLastError();
     if (code == ERROR_ACCESS_DENIED && last_call_met_delete_pending())
         return win32::error_of(ERROR_ALREADY_EXISTS);
     return win32::error_of(code);
 }
 
-std::error_code remove_file(std::filesystem::path const& path) {
-    unique_handle file{open_name(long_path(path), DELETE | FILE_READ_ATTRIBUTES, OPEN_EXISTING, 0)};
+std::error_code remove_file(directory const& at, std::string_view name) {
+    unique_handle file{open_name(long_path(at / name), DELETE | FILE_READ_ATTRIBUTES, OPEN_EXISTING, 0)};
     if (!file.valid()) {
         auto const code = ::GetLastError();
         if (code == ERROR_ACCESS_DENIED && last_call_met_delete_pending())
@@ -236,9 +277,9 @@ std::error_code remove_file(std::filesystem::path const& path) {
     return delete_by_handle(file.get());
 }
 
-std::error_code identify(std::filesystem::path const& path, file_identity& out) {
+std::error_code identify(directory const& at, std::string_view name, file_identity& out) {
     unique_handle file{
-        open_name(long_path(path), FILE_READ_ATTRIBUTES, OPEN_EXISTING, FILE_FLAG_BACKUP_SEMANTICS)};
+        open_name(long_path(at / name), FILE_READ_ATTRIBUTES, OPEN_EXISTING, FILE_FLAG_BACKUP_SEMANTICS)};
     if (!file.valid()) {
         auto const code = ::GetLastError();
         if (code == ERROR_ACCESS_DENIED && last_call_met_delete_pending())
@@ -248,11 +289,12 @@ std::error_code identify(std::filesystem::path const& path, file_identity& out) 
     return identify_handle(file.get(), out);
 }
 
-std::error_code read_file(std::filesystem::path const& path, std::size_t limit, file_content& out) {
+std::error_code read_file(directory const& at, std::string_view name, std::size_t limit, file_content& out) {
     out = {};
     // FILE_FLAG_BACKUP_SEMANTICS opens a directory too (to say that a directory is there); reading a symlink
     // or a directory never happens: the kind is decided from the handle first.
-    unique_handle file{open_name(long_path(path), GENERIC_READ, OPEN_EXISTING, FILE_FLAG_BACKUP_SEMANTICS)};
+    unique_handle file{
+        open_name(long_path(at / name), GENERIC_READ, OPEN_EXISTING, FILE_FLAG_BACKUP_SEMANTICS)};
     if (!file.valid()) {
         auto const code = ::GetLastError();
         if (absent(code)) return {};
@@ -269,6 +311,7 @@ std::error_code read_file(std::filesystem::path const& path, std::size_t limit, 
     out.kind = kind_of(file.get(), tag.FileAttributes, tag.ReparseTag);
     out.identity = identity_of(info);
     out.changed = nanoseconds_since_epoch(times.ChangeTime);
+    out.modified = as_time_point(times.LastWriteTime);
     if (out.kind != entry_kind::regular) return {};
 
     out.bytes.resize(limit + 1);
@@ -288,14 +331,14 @@ std::error_code read_file(std::filesystem::path const& path, std::size_t limit, 
     return {};
 }
 
-std::error_code make_directory(std::filesystem::path const& path) {
-    if (!::CreateDirectoryW(long_path(path).c_str(), nullptr)) return last_error();
+std::error_code make_directory(directory const& at, std::string_view name) {
+    if (!::CreateDirectoryW(long_path(at / name).c_str(), nullptr)) return last_error();
     return {};
 }
 
-std::error_code rename_directory(std::filesystem::path const& from, std::filesystem::path const& to) {
-    auto const source = long_path(from);
-    auto const target = long_path(to);
+std::error_code rename_directory(directory const& at, std::string_view from, std::string_view to) {
+    auto const source = long_path(at / from);
+    auto const target = long_path(at / to);
     DWORD code = 0;
     for (int attempt = 0;; ++attempt) {
         if (::MoveFileExW(source.c_str(), target.c_str(), 0)) return {};
@@ -328,9 +371,9 @@ std::error_code rename_directory(std::filesystem::path const& from, std::filesys
     return last_error();
 }
 
-std::error_code replace_file(std::filesystem::path const& from, std::filesystem::path const& to) {
-    auto const source = long_path(from);
-    auto const target = long_path(to);
+std::error_code replace_file(directory const& at, std::string_view from, std::string_view to) {
+    auto const source = long_path(at / from);
+    auto const target = long_path(at / to);
     for (int attempt = 0;; ++attempt) {
         if (::MoveFileExW(source.c_str(), target.c_str(), MOVEFILE_REPLACE_EXISTING)) return {};
         auto const code = ::GetLastError();
@@ -341,14 +384,14 @@ std::error_code replace_file(std::filesystem::path const& from, std::filesystem:
     }
 }
 
-std::error_code remove_directory(std::filesystem::path const& path) {
-    if (!::RemoveDirectoryW(long_path(path).c_str())) return last_error();
+std::error_code remove_directory(directory const& at, std::string_view name) {
+    if (!::RemoveDirectoryW(long_path(at / name).c_str())) return last_error();
     return {};
 }
 
-std::error_code list_directory(std::filesystem::path const& path, std::vector<std::string>& names) {
+std::error_code list_directory(directory const& at, std::vector<std::string>& names) {
     names.clear();
-    auto const pattern = long_path(path) + L"\\*";
+    auto const pattern = long_path(at.path) + L"\\*";
     WIN32_FIND_DATAW found{};
     HANDLE const search = ::FindFirstFileExW(pattern.c_str(), FindExInfoBasic, &found, FindExSearchNameMatch,
                                              nullptr, FIND_FIRST_EX_LARGE_FETCH);
