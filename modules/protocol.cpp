@@ -428,6 +428,7 @@ public:
             auto const code = sys::rename_directory(directory_, staging_name_, guard_name_);
             if (!code) {
                 held_ = true;
+                staging_ = {}; // the guard now; released through a descriptor opened by its name
                 return outcome::held;
             }
             unstage();
