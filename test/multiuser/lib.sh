@@ -30,13 +30,11 @@ elapsed_since() { awk -v from="$1" -v to="$EPOCHREALTIME" 'BEGIN { printf "%.3f"
 # less X Y: true when X < Y (decimal).
 less() { awk -v x="$1" -v y="$2" 'BEGIN { exit !(x < y) }'; }
 
-# One line: a file's bytes with control characters shown as \xNN, at most 600 bytes (for FAIL lines).
+# A file's bytes as a Python bytes literal, at most 600 of them (for FAIL lines): control characters visible.
 shown() {
-  [ -e "$1" ] || {
+  if [ -e "$1" ]; then python3 -c 'import sys; print(repr(open(sys.argv[1], "rb").read()[:600])[1:])' "$1"; else
     printf '(none)'
-    return
-  }
-  head -c 600 "$1" | od -An -c -w100000 | sed 's/^ *//; s/   */ /g' | tr -s ' '
+  fi
 }
 # The text of a file on one line (for FAIL lines).
 oneline() { [ -e "$1" ] && head -c 600 "$1" | tr '\n' ' ' | tr -d '\000-\010\013-\037'; }

@@ -75,8 +75,11 @@ for name in "${selected[@]}"; do
     fail "$name" "no such case (cases: ${all_cases[*]})"
     continue
   fi
-  "$function" "$name"
-  reap
+  # The shell's notes about killed background jobs go to a file, not between the verdicts.
+  {
+    "$function" "$name"
+    reap
+  } 2>>"$work/shell-notes"
 done
 
 say "test/multiuser: $(elapsed_since "$started_at") s"
