@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # The cases of test/multiuser/run.sh (sourced): case_<name> NAME, each self-contained, each ending in one pass or
 # fail. Set up by lib.sh: $ol (openlock), $olchild, $swapper, $private (alice's 0700 directory), $work.
 
@@ -38,7 +39,7 @@ swap_race() {
   as "$bob" sh -c "$arm" sh "$dir" "$rec" "$nonce"
   spawn_as "$bob" "$swapper" swap "$dir" L "$private" 120 >"$work/$name.swapper" 2>&1
   local swapper_pid=$!
-  sleep 0.3 # the swapper watches its helpers
+  wait_for_line "$work/$name.swapper" watching 10
   for i in $(seq "$runs"); do
     as "$bob" sh -c "$arm" sh "$dir" "$rec" "$nonce" 2>/dev/null
     as_user "$victim" "$ol" run --timeout 0.3 "${lease[@]}" "$dir/L" -- true >>"$work/$name.out" 2>&1
@@ -87,7 +88,7 @@ case_token_swap() { swap_race "$1" "$alice" token 30; }
 emfile_race() {
   local name=$1 close_stderr=$2 dir spare log bad="" probe tried=0 started=0
   dir=$(group_dir "$name")
-  for spare in 1 2 3 4 5 6; do
+  for spare in 1 2 3 4 5 6 7 8; do
     log=$dir/log.$spare
     install -m 666 /dev/null "$log"
     # shellcheck disable=SC2016
@@ -120,9 +121,9 @@ emfile_race() {
     reap
   done
   if [ "$started" -eq 0 ]; then
-    fail "$name" "setup: the command never started with 1..6 spare descriptors"
+    fail "$name" "setup: the command never started with 1..8 spare descriptors"
   elif [ -n "$bad" ]; then
-    fail "$name" "$bad; openlock said: $(oneline "$work/$name.err"); logs: $(for spare in 1 2 3 4 5 6; do printf '{%s: %s} ' "$spare" "$(oneline "$dir/log.$spare")"; done)"
+    fail "$name" "$bad; openlock said: $(oneline "$work/$name.err"); logs: $(for spare in 1 2 3 4 5 6 7 8; do printf '{%s: %s} ' "$spare" "$(oneline "$dir/log.$spare")"; done)"
   else
     pass "$name" "$started of $tried descriptor budgets started the command; the lock was held throughout each"
   fi

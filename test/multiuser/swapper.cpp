@@ -91,7 +91,8 @@ int swap_mode(char const* dir_path, std::string const& stem, std::string const& 
     auto watch = [&](std::string const& name) {
         if (!ours(name, true)) return;
         int const wd = ::inotify_add_watch(watcher, (std::string{dir_path} + "/" + name).c_str(),
-                                           IN_OPEN | IN_CREATE | IN_MOVED_TO | IN_ONLYDIR | IN_DONT_FOLLOW);
+                                           IN_OPEN | IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE | IN_ONLYDIR |
+                                               IN_DONT_FOLLOW);
         if (wd < 0) return;
         if (watched.count(wd) == 0) created_inside[wd].clear();
         watched[wd] = name;
@@ -113,6 +114,8 @@ int swap_mode(char const* dir_path, std::string const& stem, std::string const& 
         }
         ::unlinkat(dir, link.c_str(), 0); // the link, wherever the exchanges left it (never follows it)
     };
+    std::printf("watching\n");
+    std::fflush(stdout);
     double const end = now() + seconds;
     alignas(inotify_event) char buffer[64 * 1024];
     while (now() < end && !stopping) {
@@ -137,6 +140,8 @@ int swap_mode(char const* dir_path, std::string const& stem, std::string const& 
             if (found == watched.end() || name.empty() || (event->mask & IN_ISDIR)) continue;
             if (event->mask & (IN_CREATE | IN_MOVED_TO)) {
                 created_inside[event->wd].insert(name); // the maker writing its own record: not a reader
+            } else if (event->mask & IN_CLOSE_WRITE) {
+                created_inside[event->wd].erase(name); // written: whoever opens it next reads it
             } else if ((event->mask & IN_OPEN) && created_inside[event->wd].count(name) == 0) {
                 swap(found->second, target);
             }
