@@ -12,16 +12,26 @@ as_user() {
 # ---- 1 data loss through a symlink swap -------------------------------------------------------------------------
 # swap_race NAME VICTIM KIND RUNS: bob (a group member, owner of the helper) leaves a stale lock file and a
 # leftover of kind KIND (guard: <lock>.takeover; staging: <lock>.takeover.<hex>; claim: <lock>.claim.<hex>;
-# token: <lock>.token), each with the record of a dead process of his whose nonce names a bait file of alice's; his
+# token: <lock>.token; stuck: a guard of another host's process, a minute old, that only `break --force`
+# removes), each with the record of a dead process of his whose nonce names a bait file of alice's; his
 # swapper exchanges the leftover for a symlink to alice's private directory the moment the victim opens a record
-# in it. VICTIM runs `run --timeout 0.3 L -- true` RUNS times, bob re-arming before each. Every bait must stay.
+# in it. VICTIM runs `run --timeout 0.3 L -- true` (for stuck: `break --force L`) RUNS times, bob re-arming before each. Every bait must stay.
 swap_race() {
-  local name=$1 victim=$2 kind=$3 runs=$4 dir rec nonce lease=() i status statuses="" lost="" arm
+  local name=$1 victim=$2 kind=$3 runs=$4 dir rec nonce lease=() i status statuses="" lost="" arm chance=1
+  local victim_command
   dir=$(group_dir "$name")
   rec=$work/$name.record
   [ "$kind" = token ] && lease=(--lifetime 30)
   dead_record "$bob" "$rec" "${lease[@]}"
   chmod 644 "$rec"
+  victim_command=(run --timeout 0.3 "${lease[@]}" "$dir/L" -- true)
+  if [ "$kind" = stuck ]; then
+    # A guard of another host's process (not live here), older than a minute: only a forced break removes it,
+    # after reading its owner file twice (dead owner? stuck?): the swapper races one read in two.
+    sed -i 's/^host=.*/host=elsewhere.invalid/' "$rec"
+    victim_command=(break --force "$dir/L")
+    chance=0.5
+  fi
   nonce=$(nonce_of "$rec")
   [ -n "$nonce" ] || {
     fail "$name" "setup: no dead record of bob's ($(oneline "$rec"))"
@@ -31,18 +41,20 @@ swap_race() {
   bait bait-token
   case $kind in
   guard) arm='mkdir -p "$1/L.takeover" && { [ -e "$1/L.takeover/$3" ] || cat "$2" >"$1/L.takeover/$3"; }' ;;
+  stuck) arm='mkdir -p "$1/L.takeover" && { [ -e "$1/L.takeover/$3" ] || { cat "$2" >"$1/L.takeover/$3" &&
+    touch -d "10 minutes ago" "$1/L.takeover/$3"; }; }' ;;
   staging) arm='mkdir -p "$1/L.takeover.$3" && { [ -e "$1/L.takeover.$3/$3" ] || cat "$2" >"$1/L.takeover.$3/$3"; }' ;;
   claim) arm='[ -e "$1/L.claim.$3" ] || cat "$2" >"$1/L.claim.$3"' ;;
   token) arm='[ -e "$1/L.token" ] || echo 5 >"$1/L.token"' ;;
   esac
   arm='{ [ -e "$1/L" ] || cat "$2" >"$1/L"; } && '$arm
   as "$bob" sh -c "$arm" sh "$dir" "$rec" "$nonce"
-  spawn_as "$bob" "$swapper" swap "$dir" L "$private" 120 >"$work/$name.swapper" 2>&1
+  spawn_as "$bob" "$swapper" swap "$dir" L "$private" 120 "$chance" >"$work/$name.swapper" 2>&1
   local swapper_pid=$!
   wait_for_line "$work/$name.swapper" watching 10
   for i in $(seq "$runs"); do
     as "$bob" sh -c "$arm" sh "$dir" "$rec" "$nonce" 2>/dev/null
-    as_user "$victim" "$ol" run --timeout 0.3 "${lease[@]}" "$dir/L" -- true >>"$work/$name.out" 2>&1
+    as_user "$victim" "$ol" "${victim_command[@]}" >>"$work/$name.out" 2>&1
     status=$?
     statuses+=" $status"
     for file in "$nonce" bait-token; do
@@ -60,7 +72,7 @@ swap_race() {
   odd=$(tr ' ' '\n' <<<"$statuses" | grep -v -x -e '' -e 0 -e 1 -e 65 -e 73 -e 74 -e 75 | sort | uniq -c |
     tr -s ' \n' ' ')
   if [ -n "$lost" ]; then
-    fail "$name" "$victim's run $i of $runs (statuses:$statuses) deleted alice's private file(s)$lost" \
+    fail "$name" "$victim's attempt $i of $runs (${victim_command[0]}; statuses:$statuses) deleted alice's private file(s)$lost" \
       "($private/$nonce: the dead owner's nonce) through bob's symlink swap; openlock said: $(oneline "$work/$name.out")"
   elif [ -n "$odd" ]; then
     fail "$name" "no file lost, but $victim's runs ended with unexpected statuses ($odd; all:$statuses):" \
@@ -77,6 +89,7 @@ swap_race() {
 
 case_guard_swap() { swap_race "$1" "$alice" guard 40; }
 case_guard_swap_root() { swap_race "$1" root guard 40; }
+case_stuck_guard_swap() { swap_race "$1" "$alice" stuck 40; }
 case_sweep_staging_swap() { swap_race "$1" "$alice" staging 40; }
 case_sweep_claim_swap() { swap_race "$1" "$alice" claim 30; }
 case_token_swap() { swap_race "$1" "$alice" token 30; }

@@ -10,6 +10,7 @@
 #                                   (inotify + renameat2(RENAME_EXCHANGE)) between the victim's read of the owner
 #                                   file and its unlink: alice (or root) running `run --timeout 0.3` in a loop must
 #                                   never delete a file of alice's
+#   stuck-guard-swap                the same through `break --force` of a stuck guard (another host's, a minute old)
 #   sweep-staging-swap              the same through the sweep of a dead staging directory <lock>.takeover.<hex>
 #   sweep-claim-swap                the same through the sweep of a dead claim file <lock>.claim.<hex>
 #   token-swap                      the same through the fencing token <lock>.token (run --lifetime)
@@ -64,7 +65,7 @@ setup
 # shellcheck source=test/multiuser/cases.sh
 source "$here/cases.sh"
 
-all_cases=(guard-swap guard-swap-root sweep-staging-swap sweep-claim-swap token-swap emfile-release
+all_cases=(guard-swap guard-swap-root stuck-guard-swap sweep-staging-swap sweep-claim-swap token-swap emfile-release
   emfile-stderr-closed kill9-overlap sticky-lifetime-alternate group-lifetime-alternate crashed-guard-run
   crashed-guard-break umask077-group umask077-sticky umask077-token stderr-closed terminal-injection)
 selected=("$@")

@@ -1,7 +1,7 @@
 // The hostile second user of test/multiuser/run.sh: an adversary that owns (or may rename entries of) the
 // lock's directory and swaps the library's helper names for symbolic links at the moment a victim reads them.
 //
-//   openlock-swapper swap DIR STEM TARGET SECONDS
+//   openlock-swapper swap DIR STEM TARGET SECONDS [CHANCE]
 //       Watches DIR with inotify. Helper names of the lock whose stem is STEM are: STEM.takeover (the guard),
 //       STEM.takeover.<32 hex> (staging directories), STEM.claim.<32 hex> (claim files), STEM.token and
 //       STEM.token.<32 hex> (fencing tokens). Every such directory is watched too. The moment somebody opens
@@ -72,7 +72,9 @@ double now() {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-int swap_mode(char const* dir_path, std::string const& stem, std::string const& target, double seconds) {
+int swap_mode(char const* dir_path, std::string const& stem, std::string const& target, double seconds,
+              double chance) {
+    std::srand(static_cast<unsigned>(::getpid()));
     int const dir = ::open(dir_path, O_RDONLY | O_DIRECTORY);
     int const watcher = ::inotify_init1(IN_CLOEXEC);
     if (dir < 0 || watcher < 0) {
@@ -105,6 +107,7 @@ int swap_mode(char const* dir_path, std::string const& stem, std::string const& 
     long swaps = 0, serial = 0;
     // Exchanges NAME (an entry of DIR) with a fresh symbolic link to LINK_TARGET, and back 3 ms later.
     auto swap = [&](std::string const& name, std::string const& link_target) {
+        if (chance < 1.0 && std::rand() >= chance * RAND_MAX) return; // let this read through untouched
         auto const link = "zz-swap." + std::to_string(::getpid()) + "." + std::to_string(++serial);
         if (::symlinkat(link_target.c_str(), dir, link.c_str()) != 0) return;
         if (rename_exchange(dir, name, link) == 0) {
@@ -184,10 +187,12 @@ int kill_mode(char const* dir_path, std::string const& name, pid_t victim, doubl
 int main(int argc, char** argv) {
     stop_on_term();
     std::string_view const mode = argc > 1 ? argv[1] : "";
-    if (mode == "swap" && argc == 6) return swap_mode(argv[2], argv[3], argv[4], std::atof(argv[5]));
+    if (mode == "swap" && (argc == 6 || argc == 7))
+        return swap_mode(argv[2], argv[3], argv[4], std::atof(argv[5]), argc == 7 ? std::atof(argv[6]) : 1.0);
     if (mode == "kill" && argc == 6)
         return kill_mode(argv[2], argv[3], static_cast<pid_t>(std::atol(argv[4])), std::atof(argv[5]));
-    std::fprintf(stderr,
-                 "usage: openlock-swapper swap DIR STEM TARGET SECONDS | kill DIR NAME PID SECONDS\n");
+    std::fprintf(
+        stderr,
+        "usage: openlock-swapper swap DIR STEM TARGET SECONDS [CHANCE] | kill DIR NAME PID SECONDS\n");
     return 64;
 }
