@@ -68,6 +68,11 @@ reap() {
 cleanup() {
   reap
   [ -n "$work" ] && rm -rf "$work"
+  # The doorbells (protocol.md 8.6) that the test users' waiters left for this run's lock paths.
+  local user
+  for user in "$alice" "$bob"; do
+    id -u "$user" >/dev/null 2>&1 && rm -rf "/tmp/openlock-$(id -u "$user")"
+  done
 }
 
 # wait_for PATH SECONDS: true once PATH exists.
