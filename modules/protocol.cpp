@@ -101,13 +101,23 @@ bool refused_by_permissions(std::error_code const& code) {
     return is(code, std::errc::operation_not_permitted) || is(code, std::errc::permission_denied);
 }
 
-// What to tell an operator whose removal of another user's file was refused.
+// Whose file it is, as an operator knows them: "alice (user id 1001)".
+std::string describe_owner(std::int64_t owner_id) {
+    if (owner_id < 0) return "another user";
+    auto const name = sys::user_name(owner_id);
+    auto const id = "user id " + std::to_string(owner_id);
+    return name.empty() ? id : name + " (" + id + ")";
+}
+
+// What to tell an operator whose removal, replacement or read of another user's file was refused: a sticky
+// directory (/tmp) lets only a name's owner remove or replace it, and an older version's files may lack read
+// access.
 std::string permission_remedy(std::int64_t owner_id) {
-    std::string owner = owner_id >= 0 ? "user id " + std::to_string(owner_id) : "another user";
-    return "it belongs to " + owner +
-           ", and this directory lets only its owner remove it (a sticky directory such as /tmp): share "
-           "locks "
-           "between users in a setgid group directory (chmod 2775, one group for all of them) instead";
+    return "it belongs to " + describe_owner(owner_id) +
+           ", and this directory does not let this user remove, replace or read it (a sticky directory such "
+           "as "
+           "/tmp lets only a file's owner remove it): share locks between users in a setgid group directory "
+           "(chmod 2775, one group for all of them) instead";
 }
 
 void report(options const& settings, diagnostic::kind what, fs::path const& path, std::string detail) {
@@ -495,8 +505,7 @@ private:
         case opened_guard::other:
             return "another process";
         case opened_guard::unreadable:
-            return "a process of user id " + std::to_string(guard.owner.owner) +
-                   " (its record is not readable)";
+            return "a process of " + describe_owner(guard.owner.owner) + " (its record is not readable)";
         case opened_guard::one_owner:
             break;
         }
@@ -694,8 +703,7 @@ bool observe(fs::path const& lock_file, observation& out, failure& error) {
         // Another user's record that we may not read (written under a umask 077 by a version that did not
         // give it its directory's access): somebody holds the lock, we cannot say who or judge them.
         out.what = observation::kind::unreadable;
-        out.problem =
-            "a lock file of user id " + std::to_string(content.owner) + " that this user may not read";
+        out.problem = "a lock file of " + describe_owner(content.owner) + " that this user may not read";
         return true;
     }
     if (code) {

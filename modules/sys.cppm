@@ -131,6 +131,9 @@ struct file_content {
     std::int64_t owner = -1;
 };
 
+/// The name of the user with this id, for messages ("" when there is none, or on Windows).
+std::string user_name(std::int64_t user_id);
+
 /// Reads a file; absent is not an error. Reads at most limit + 1 bytes. permission_denied when the file
 /// exists but may not be read, with kind, identity and owner filled in.
 std::error_code read_file(directory const& at, std::string_view name, std::size_t limit, file_content& out);

@@ -32,6 +32,7 @@ module;
 #include <fcntl.h>
 #include <filesystem>
 #include <gsl/gsl>
+#include <pwd.h>
 #include <string>
 #include <string_view>
 #include <sys/stat.h>
@@ -269,6 +270,17 @@ std::error_code identify(directory const& at, std::string_view name, file_identi
     if (fresh_stat_at(descriptor_of(at), name_in{at, name}.c_str(), status) != 0) return last_error();
     out = identity_of(status);
     return {};
+}
+
+std::string user_name(std::int64_t user_id) {
+    if (user_id < 0) return {};
+    struct passwd entry{};
+    struct passwd* found = nullptr;
+    std::vector<char> buffer(16384);
+    if (::getpwuid_r(static_cast<uid_t>(user_id), &entry, buffer.data(), buffer.size(), &found) != 0 ||
+        found == nullptr || entry.pw_name == nullptr)
+        return {};
+    return entry.pw_name;
 }
 
 std::error_code read_file(directory const& at, std::string_view name, std::size_t limit, file_content& out) {

@@ -289,6 +289,11 @@ std::error_code identify(directory const& at, std::string_view name, file_identi
     return identify_handle(file.get(), out);
 }
 
+// Files have no numeric owner here (file_content::owner stays -1).
+std::string user_name(std::int64_t) {
+    return {};
+}
+
 std::error_code read_file(directory const& at, std::string_view name, std::size_t limit, file_content& out) {
     out = {};
     // FILE_FLAG_BACKUP_SEMANTICS opens a directory too (to say that a directory is there); reading a symlink
