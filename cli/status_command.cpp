@@ -212,12 +212,19 @@ int break_command(std::span<char* const> arguments) {
     auto settings = get_defaults();
     settings.on_diagnostic = [&said](diagnostic const& what) { said.push_back(what); };
     auto const tell_leftovers = [&said] {
+        std::vector<std::filesystem::path> told; // a guard tried twice is told once
         for (auto const& what : said) {
-            if (what.what != diagnostic::kind::leftover_removed) continue;
+            if (what.what != diagnostic::kind::leftover_removed ||
+                std::find(told.begin(), told.end(), what.path) != told.end())
+                continue;
+            told.push_back(what.path);
             std::error_code ignored;
+            auto const path = displayable(what.path.string());
             if (std::filesystem::exists(std::filesystem::symlink_status(what.path, ignored)))
-                continue; // there (again): not something we can say we removed
-            complain("removed " + displayable(what.path.string()) + " (" + displayable(what.detail) + ")");
+                complain(path + " is still there (" + displayable(what.detail) +
+                         "): it could not be removed, or another process made it anew");
+            else
+                complain("removed " + path + " (" + displayable(what.detail) + ")");
         }
     };
     break_result result{};

@@ -353,3 +353,42 @@ TEST_CASE("cli safety: a forced break that cannot remove a live or garbage lock 
     CHECK(fs::exists(lock));
 #endif
 }
+
+// Item 5 (the CLI's part): break said "removed <guard>" where the library only tried (a guard of another user
+// in a sticky directory): it says only what is gone.
+TEST_CASE("cli safety: break never claims the removal of a takeover guard that is still there") {
+#ifdef _WIN32
+    OPENLOCK_SKIP("a sticky directory is POSIX");
+#else
+    auto const as_user = as_unprivileged_user();
+    if (as_user.empty() || ::geteuid() != 0)
+        OPENLOCK_SKIP("needs root to make a takeover guard another user cannot remove");
+    test::scratch_dir dir;
+    auto const shared = dir / "sticky";
+    fs::create_directory(shared);
+    fs::permissions(shared, fs::perms::all | fs::perms::sticky_bit);
+    auto const lock = shared / "x.lock";
+    auto holder = test::start_helper({"hold", lock.string()});
+    REQUIRE(holder->read_line().starts_with("locked"));
+    holder->kill_hard();
+    holder->wait();
+    // A guard that a crash on another host left two minutes ago; root's, so another user cannot empty it.
+    auto parsed = openlock::parse_record(test::read_file(lock));
+    REQUIRE(parsed.status == openlock::record_status::ok);
+    auto owner = parsed.record;
+    owner.host = "another-host.example";
+    owner.nonce = "fedcba9876543210fedcba9876543210";
+    auto const guard = shared / "x.lock.takeover";
+    fs::create_directory(guard);
+    test::write_file(guard / owner.nonce, openlock::serialize_record(owner));
+    fs::last_write_time(guard / owner.nonce, fs::file_time_type::clock::now() - std::chrono::minutes{2});
+
+    auto const forced =
+        run_script(as_user + R"("$0" break --force "$1" 2>&1; echo "status=$?")", {lock.string()});
+    INFO("output: " << forced.out);
+    CHECK(fs::exists(guard / owner.nonce));
+    CHECK_FALSE(contains(forced.out, "removed " + guard.string()));
+    CHECK(contains(forced.out, guard.string() + " is still there"));
+    CHECK(fs::exists(lock));
+#endif
+}
