@@ -127,6 +127,7 @@ std::string as_json(std::filesystem::path const& lock_file, lock_status const& s
                ",\"version\":" + std::to_string(record.version) +
                ",\"format\":" + json_string(record.format == lock_format::flufl ? "flufl" : "openlock");
         if (record.start_time) out += ",\"start_time\":" + std::to_string(*record.start_time);
+        if (record.process_group) out += ",\"process_group\":" + std::to_string(*record.process_group);
         if (record.acquired) out += ",\"acquired\":" + json_string(utc_time(*record.acquired));
         if (record.lifetime)
             out += ",\"lifetime\":" + std::to_string(std::chrono::duration<double>(*record.lifetime).count());

@@ -309,6 +309,7 @@ std::string describe_holder(lock_record const& record) {
     std::string text = "pid " + std::to_string(record.pid);
     if (!record.name.empty()) text += " (" + displayable(record.name) + ")";
     if (!record.host.empty()) text += " on host " + displayable(record.host);
+    if (record.process_group) text += " with process group " + std::to_string(*record.process_group);
     if (record.format == lock_format::flufl) text += " (flufl.lock)";
     return text;
 }

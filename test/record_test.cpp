@@ -454,6 +454,8 @@ TEST_CASE("describe_holder names pid then name then host") {
     CHECK(openlock::describe_holder(record) == "pid 123 (make) on host h");
     record.name.clear();
     CHECK(openlock::describe_holder(record) == "pid 123 on host h");
+    record.process_group = 124;
+    CHECK(openlock::describe_holder(record) == "pid 123 on host h with process group 124");
 }
 
 TEST_CASE("describe_holder escapes control characters and bytes that are not UTF-8") {
