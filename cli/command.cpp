@@ -219,6 +219,8 @@ held_command::held_command(std::vector<std::string> const& command) : impl_(std:
         throw command_failure(command.front() + ": is a directory", not_executable);
     self.program = program.string();
 
+    // An inherited SIGCHLD ignore would have the kernel reap the command, and waitpid lose its status.
+    std::signal(SIGCHLD, SIG_DFL);
 #ifdef __linux__
     // The command's orphans become our children, not init's: see wait_for_empty_group.
     ::prctl(PR_SET_CHILD_SUBREAPER, 1);

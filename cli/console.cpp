@@ -92,8 +92,13 @@ void forward_signals_to_command(int target) {
     forward.sa_handler = forward_signal;
     sigemptyset(&forward.sa_mask);
     forward.sa_flags = SA_RESTART;
-    for (int const signal_number : {SIGINT, SIGTERM, SIGHUP, SIGQUIT})
+    for (int const signal_number : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) {
+        // One ignored when we started (nohup, a background job of a non-interactive shell) stays ignored, as
+        // the command inherited it: a shell does the same.
+        struct sigaction before{};
+        if (::sigaction(signal_number, nullptr, &before) == 0 && before.sa_handler == SIG_IGN) continue;
         ::sigaction(signal_number, &forward, nullptr);
+    }
 #endif
 }
 

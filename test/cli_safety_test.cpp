@@ -392,3 +392,21 @@ TEST_CASE("cli safety: break never claims the removal of a takeover guard that i
     CHECK(fs::exists(lock));
 #endif
 }
+
+// Boost.Process lost the status of a command when openlock inherited SIGCHLD ignored ("No child processes",
+// 126).
+TEST_CASE("cli safety: run reports the command's status although it inherited SIGCHLD ignored") {
+#ifdef _WIN32
+    OPENLOCK_SKIP("signals are POSIX");
+#else
+    // GNU env's --ignore-signal (coreutils 8.31) sets what a shell's `trap '' CHLD` does not pass on.
+    if (run_script("env --ignore-signal=CHLD true 2>/dev/null").status != 0)
+        OPENLOCK_SKIP("no env --ignore-signal");
+    test::scratch_dir dir;
+    auto const result =
+        run_script(R"(env --ignore-signal=CHLD "$0" run "$1" -- sh -c 'exit 7'; echo "status=$?")",
+                   {(dir / "x.lock").string()});
+    CHECK(result.out == "status=7\n");
+    CHECK(test::names_in(dir.path()).empty());
+#endif
+}
