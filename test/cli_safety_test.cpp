@@ -259,7 +259,8 @@ TEST_CASE("cli safety: escape sequences and invalid UTF-8 from a lock record nev
     CHECK(contains(json.out, R"("name":"evil\u001b]0;owned\u0007\u001b[2J\u007f")"));
     CHECK(contains(json.out, R"("host":"host\u009b31m\ufffd\ufffd\ufffd\ufffd")"));
 
-    auto const waited = test::run_cli({"run", "--timeout", "0", lock.string(), "--", "true"});
+    auto const waited =
+        test::run_cli({"run", "--timeout", "0", lock.string(), "--", OPENLOCK_TEST_CHILD, "exit"});
     INFO("run: " << waited.err);
     CHECK(safe_for_a_terminal(waited.err));
     CHECK(contains(waited.err, "evil\\x1b"));
