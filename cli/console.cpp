@@ -20,6 +20,8 @@
 #include <boost/type_traits.hpp>
 
 #include <boost/process/v2/environment.hpp>
+#include <cerrno>
+#include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #endif
@@ -61,7 +63,7 @@ std::tm utc_parts(std::time_t seconds) {
 }
 
 namespace {
-volatile std::sig_atomic_t child_pid = 0;
+volatile std::sig_atomic_t command_target = 0;
 
 #ifdef _WIN32
 // Ctrl+C and Ctrl+Break reach every process of the console, the command included: we stay to release the
@@ -71,31 +73,48 @@ BOOL WINAPI stay_for_the_command(DWORD event) {
 }
 #else
 extern "C" void forward_signal(int signal_number) {
-    if (child_pid > 0) ::kill(static_cast<pid_t>(child_pid), signal_number);
+    auto const saved = errno;
+    if (command_target != 0) ::kill(static_cast<pid_t>(command_target), signal_number);
+    errno = saved;
 }
 #endif
 } // namespace
 
-void forward_signals_to_child(int pid) {
-    child_pid = pid;
+void forward_signals_to_command(int target) {
+    command_target = target;
 #ifdef _WIN32
     ::SetConsoleCtrlHandler(stay_for_the_command, TRUE);
 #else
-    // While the command runs, SIGTERM and SIGHUP go to it (we release when it ends); a terminal's SIGINT and
-    // SIGQUIT reach it directly, so we ignore ours.
+    // The command runs in a process group of its own: a terminal's signals reach it directly when it has the
+    // terminal's foreground, and only us otherwise (stdin not a terminal, signals sent to us). Either way it
+    // gets them once, and we stay to release the lock when it ends.
     struct sigaction forward{};
     forward.sa_handler = forward_signal;
     sigemptyset(&forward.sa_mask);
     forward.sa_flags = SA_RESTART;
-    ::sigaction(SIGTERM, &forward, nullptr);
-    ::sigaction(SIGHUP, &forward, nullptr);
-    std::signal(SIGINT, SIG_IGN);
-    std::signal(SIGQUIT, SIG_IGN);
+    for (int const signal_number : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) {
+        // One ignored when we started (nohup, a background job of a non-interactive shell) stays ignored, as
+        // the command inherited it: a shell does the same.
+        struct sigaction before{};
+        if (::sigaction(signal_number, nullptr, &before) == 0 && before.sa_handler == SIG_IGN) continue;
+        ::sigaction(signal_number, &forward, nullptr);
+    }
 #endif
 }
 
-void child_ended() {
-    child_pid = 0;
+void command_ended() {
+    command_target = 0;
+}
+
+void open_missing_standard_streams() {
+#ifndef _WIN32
+    for (int fd = 0; fd <= 2; ++fd) {
+        if (::fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+        // open() takes the lowest free number: this one, as the ones below it are open.
+        int const opened = ::open("/dev/null", O_RDWR);
+        if (opened > 2) ::close(opened); // cannot be: fd was free
+    }
+#endif
 }
 
 std::filesystem::path find_program(std::string const& name) {

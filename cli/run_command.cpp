@@ -1,12 +1,7 @@
-// `openlock run`: acquire, run the command with Boost.Process, release; the command's status is ours.
+// `openlock run`: start the command held back, acquire naming its process group, let it run, release; the
+// command's status is ours.
 #include "cli.hpp"
 
-// Boost 1.81 Process v2 with std::filesystem needs boost::optional and the boost type traits in scope first.
-#include <boost/optional.hpp>
-#include <boost/type_traits.hpp>
-
-#include <boost/asio/io_context.hpp>
-#include <boost/process/v2/process.hpp>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -21,8 +16,9 @@ import openlock;
 namespace openlock::cli {
 namespace {
 
-namespace bp = boost::process::v2;
 using clock = std::chrono::steady_clock;
+
+constexpr double shortest_lifetime_seconds = 0.1;
 
 struct run_request {
     std::optional<double> timeout_seconds;
@@ -71,6 +67,9 @@ run_request parse(std::span<char* const> arguments) {
             throw usage("run: put '--' between LOCKFILE and the command");
         }
     }
+    // Keep-alive refreshes every third of the lifetime: a shorter lease would have it spin.
+    if (request.lifetime_seconds && *request.lifetime_seconds < shortest_lifetime_seconds)
+        throw usage("--lifetime must be at least 0.1 s");
     if (request.lock_file.empty()) throw usage("run: LOCKFILE is missing");
     if (i == arguments.size() || i + 1 == arguments.size())
         throw usage("run: the command after '--' is missing");
@@ -123,38 +122,32 @@ private:
     clock::time_point last_line_{};
 };
 
-int run_child(std::vector<std::string> const& command) {
-    auto const program = find_program(command.front());
-    if (program.empty() || !std::filesystem::exists(program)) {
-        complain(command.front() + ": command not found");
-        return command_not_found;
-    }
-    boost::asio::io_context context;
-    std::vector<std::string> const arguments(command.begin() + 1, command.end());
-    boost::system::error_code error;
-    bp::process child{context, program, arguments};
-    forward_signals_to_child(child.id());
-    child.wait(error);
-#ifdef _WIN32
-    auto const status = native_exit_status(static_cast<int>(child.native_exit_code()), child.native_handle());
-#else
-    auto const status = child.native_exit_code();
-#endif
-    child_ended();
-    if (error) {
-        complain(command.front() + ": " + error.message());
-        return not_executable;
-    }
-    return exit_status_of(status);
+// The lock path holds something that is not a lock record's file (a directory, /proc/self/status): what
+// made the claim fail is that, not the OS. Empty when it is not so.
+std::string not_a_lock_file(std::filesystem::path const& lock_file) {
+    std::error_code error;
+    auto const status = inspect(lock_file, error);
+    if (error || status.state != lock_state::invalid) return {};
+    return lock_file.string() + ": " + status.problem;
+}
+
+std::string release_failure(std::filesystem::path const& lock_file, std::error_code const& error,
+                            int status) {
+    auto const command_said = "the command exited with " + std::to_string(status);
+    if (error == make_error_code(errc::not_locked))
+        return "lost the lock " + lock_file.string() +
+               " while the command ran (it was broken or replaced; nothing of ours is left behind); " +
+               command_said;
+    return "cannot release " + lock_file.string() + ": " + error.message() +
+           "; the lock file is left behind (stale once openlock has exited); " + command_said;
 }
 
 } // namespace
 
 int run_command(std::span<char* const> arguments) {
     auto const request = parse(arguments);
-    std::optional<file_lock> constructed;
+    auto settings = get_defaults();
     try {
-        auto settings = get_defaults();
         settings.format = request.format;
         if (request.lifetime_seconds) {
             settings.lifetime = std::chrono::ceil<std::chrono::nanoseconds>(
@@ -172,11 +165,26 @@ int run_command(std::span<char* const> arguments) {
                          " while the command runs (its lease was broken or the file replaced)");
             };
         }
-        constructed.emplace(request.lock_file, std::nullopt, std::move(settings));
+        validate(settings);
     } catch (invalid_option const& e) {
         throw usage(std::string{"run: "} + e.what());
     }
-    auto& lock = *constructed;
+
+    // The command first, held back (cli/command.cpp): the lock names its process group, so that the lock
+    // stays held while the command runs even when openlock is killed. Until run(), nothing of it has run,
+    // and leaving (a timeout, an error) kills it.
+    // Declared first, destroyed last: whatever happens, the command's group has ended before the lock goes.
+    std::optional<file_lock> held;
+    std::optional<held_command> command;
+    try {
+        command.emplace(request.command);
+    } catch (command_failure const& e) {
+        complain(e.what());
+        return e.status;
+    }
+    settings.process_group = command->process_group();
+    auto& lock = held.emplace(request.lock_file, std::nullopt, std::move(settings));
+
     auto const started = clock::now();
     std::optional<clock::time_point> deadline;
     constexpr double forever =
@@ -211,6 +219,10 @@ int run_command(std::span<char* const> arguments) {
             return invalid_lock;
         } catch (lock_error const& e) {
             shown.done();
+            if (auto const problem = not_a_lock_file(request.lock_file); !problem.empty()) {
+                complain(problem);
+                return invalid_lock;
+            }
             complain(e.what());
             return cannot_lock;
         }
@@ -219,20 +231,16 @@ int run_command(std::span<char* const> arguments) {
     if (request.verbose)
         complain("acquired " + request.lock_file.string() + " after " + seconds_text(clock::now() - started));
 
-    int status = 0;
-    try {
-        if (auto const token = lock.token(); token != 0)
-            set_environment("OPENLOCK_TOKEN", std::to_string(token)); // the child inherits our environment
-        status = run_child(request.command);
-    } catch (std::exception const& e) {
-        complain(request.command.front() + ": " + e.what());
-        status = not_executable;
-    }
+    // run() returns once the command (and on POSIX its whole group) has ended; should it throw, the command
+    // object kills and waits for the group before the lock below is released.
+    auto const status = command->run(lock.token());
+    command.reset();
     std::error_code error;
     lock.release(error);
-    if (error)
-        complain("warning: " + request.lock_file.string() + ": " + error.message() +
-                 " while the command ran");
+    if (error) {
+        complain(release_failure(request.lock_file, error, status));
+        return release_failed;
+    }
     return status;
 }
 

@@ -164,8 +164,9 @@ acquisition::next acquisition::step(failure& error) {
             free_to_claim = seen.what == observation::kind::absent;
         }
         if (free_to_claim) {
-            claim_terms terms{lock_.lifetime(), std::nullopt, settings.format,
-                              effective_flufl_separator(settings), lock_.doorbell()};
+            claim_terms terms{lock_.lifetime(), std::nullopt,
+                              settings.format,  effective_flufl_separator(settings),
+                              lock_.doorbell(), settings.process_group};
             std::uint64_t last_token = 0;
             if (settings.fencing) {
                 if (!read_last_token(lock_file, last_token, error)) return next::failed;

@@ -38,6 +38,9 @@ void validate(options const& candidate) {
     if (candidate.clock_slop < std::chrono::nanoseconds::zero() ||
         candidate.clock_slop > longest_sensible_period)
         throw invalid_option("clock_slop must be zero or positive and at most 24 h");
+    // A pid: positive, and at most what a DWORD holds (records refuse larger ones).
+    if (candidate.process_group && (*candidate.process_group <= 0 || *candidate.process_group > 4294967295))
+        throw invalid_option("process_group must be a process group id (positive)");
     if (candidate.keep_alive && !effective_lifetime(candidate))
         throw invalid_option("keep_alive needs a lifetime (there is no lease to keep alive)");
     if (candidate.method != claim_method::automatic && candidate.method != claim_method::hard_link &&

@@ -72,6 +72,15 @@ struct options {
     lock_format format = lock_format::openlock;
     /// The separator of flufl claim names; '\0' is flufl.lock's default ('^' on Windows, '|' elsewhere).
     char flufl_separator = '\0';
+    /// A process group that holds the lock with this process, as flock(1)'s lock is held by every process
+    /// that inherited its descriptor: the record names the group (and its leader's start time), and while
+    /// this process is gone the lock still counts as held as long as that group, on this host, boot and pid
+    /// namespace, has a member. `openlock run` names its command's group, so that killing openlock does not
+    /// free the lock while the command runs. A process that leaves the group (setsid, setpgid) is not
+    /// covered; a lease still expires; the flufl.lock format has no room for it (ignored there); on Windows,
+    /// which has no process groups, the group counts as gone. The group must exist when the lock is acquired.
+    /// None: this process alone holds the lock.
+    std::optional<std::int64_t> process_group{};
     /// Called (from the keep-alive thread) when keep-alive finds that the lock was lost.
     std::function<void(std::filesystem::path const&)> on_lost;
     /// Receives diagnostics; called from the thread that runs the lock operation. Empty: nothing is reported.

@@ -653,15 +653,21 @@ verdict judge(lock_record const& record) {
     if (record.host != me.host || record.boot_id != me.boot_id || record.pid_namespace != me.pid_namespace)
         return verdict::unknown;
     if (record.pid == me.pid && is_orphaned(record.nonce)) return verdict::stale; // ours, and nobody holds it
-    switch (sys::local_process_state(record.pid, record.start_time, record.name)) {
-    case sys::process_state::alive:
-        return verdict::live;
-    case sys::process_state::gone:
-        return verdict::stale;
-    case sys::process_state::unknown:
+    auto const as_verdict = [](sys::process_state state) {
+        switch (state) {
+        case sys::process_state::alive:
+            return verdict::live;
+        case sys::process_state::gone:
+            return verdict::stale;
+        case sys::process_state::unknown:
+            return verdict::unknown;
+        }
         return verdict::unknown;
-    }
-    return verdict::unknown;
+    };
+    auto const holder = as_verdict(sys::local_process_state(record.pid, record.start_time, record.name));
+    // The holder's group holds the lock too (docs/protocol.md, "Process groups"): its command may outlive it.
+    if (holder != verdict::stale || !record.process_group) return holder;
+    return as_verdict(sys::local_process_group_state(*record.process_group, record.group_start_time));
 }
 
 std::optional<std::chrono::system_clock::time_point>
@@ -744,11 +750,17 @@ lock_record make_record(std::string nonce, claim_terms const& terms) {
     record.lifetime = terms.lifetime;
     record.token = terms.token;
     if (terms.format == lock_format::openlock) record.bell = terms.bell;
+    if (terms.process_group && terms.format == lock_format::openlock) {
+        record.process_group = terms.process_group;
+        record.group_start_time = sys::local_process_start_time(*terms.process_group);
+    }
     return record;
 }
 
 bool stageable(claim_method method, bool local, claim_terms const& terms) {
-    return method == claim_method::anonymous_link && local && !terms.lifetime && !terms.token;
+    // A staged record names no process group: a lock that one holds too makes its claim when it claims.
+    return method == claim_method::anonymous_link && local && !terms.lifetime && !terms.token &&
+           !terms.process_group;
 }
 
 namespace {

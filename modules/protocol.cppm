@@ -86,6 +86,7 @@ struct claim_terms {
     lock_format format = lock_format::openlock; ///< flufl: a flufl.lock claim file (needs a lifetime)
     char flufl_separator = '|';
     std::uint64_t bell = 0; ///< the doorbell this process rings when it releases (lock_record::bell); 0: none
+    std::optional<std::int64_t> process_group{}; ///< a group that holds the lock too (options::process_group)
 };
 
 /// The method a lock uses when asked for `automatic`.

@@ -187,6 +187,16 @@ parsed_record parse_record(std::string_view text) {
         } else if (key == "bell") {
             if (!parse_decimal(value, record.bell) || record.bell == 0)
                 return failure(record_status::malformed, "the doorbell is not a positive number");
+        } else if (key == "group") {
+            std::int64_t group = 0;
+            if (!parse_decimal(value, group) || group <= 0 || group > largest_pid)
+                return failure(record_status::malformed, "the process group is not a process id");
+            record.process_group = group;
+        } else if (key == "group_start") {
+            std::uint64_t ticks = 0;
+            if (!parse_decimal(value, ticks))
+                return failure(record_status::malformed, "the process group's start time is not a number");
+            record.group_start_time = ticks;
         } else if (key == "acquired") {
             record.acquired = parse_time(value);
             if (!record.acquired)
@@ -228,15 +238,78 @@ std::string serialize_record(lock_record const& record) {
     if (record.lifetime && *record.lifetime > std::chrono::nanoseconds::zero())
         field("lifetime", format_seconds(*record.lifetime));
     if (record.bell > 0) field("bell", std::to_string(record.bell));
+    if (record.process_group) field("group", std::to_string(*record.process_group));
+    if (record.group_start_time) field("group_start", std::to_string(*record.group_start_time));
     for (auto const& [key, value] : record.extra)
         field(key, value);
     return text;
 }
 
+std::string displayable(std::string_view text) {
+    std::string out;
+    out.reserve(text.size());
+    auto const escape = [&out](unsigned char byte) {
+        constexpr char digits[] = "0123456789abcdef";
+        out += "\\x";
+        out += digits[byte >> 4];
+        out += digits[byte & 0xf];
+    };
+    auto const byte_at = [text](std::size_t at) { return static_cast<unsigned char>(text[at]); };
+    auto const continuation = [&](std::size_t at) {
+        return at < text.size() && (byte_at(at) & 0xc0) == 0x80;
+    };
+    for (std::size_t at = 0; at < text.size();) {
+        auto const lead = byte_at(at);
+        if (lead < 0x20 || lead == 0x7f) {
+            escape(lead);
+            ++at;
+            continue;
+        }
+        if (lead < 0x80) {
+            out += static_cast<char>(lead);
+            ++at;
+            continue;
+        }
+        // The length of a well-formed UTF-8 sequence (RFC 3629: no overlong forms, no surrogates, at most
+        // U+10FFFF); 0 for a byte that starts none.
+        std::size_t length = 0;
+        if (lead >= 0xc2 && lead <= 0xdf) {
+            length = continuation(at + 1) ? 2 : 0;
+        } else if (lead >= 0xe0 && lead <= 0xef) {
+            auto const low = lead == 0xe0 ? 0xa0 : 0x80;
+            auto const high = lead == 0xed ? 0x9f : 0xbf;
+            length = at + 2 < text.size() && byte_at(at + 1) >= low && byte_at(at + 1) <= high &&
+                             continuation(at + 2)
+                         ? 3
+                         : 0;
+        } else if (lead >= 0xf0 && lead <= 0xf4) {
+            auto const low = lead == 0xf0 ? 0x90 : 0x80;
+            auto const high = lead == 0xf4 ? 0x8f : 0xbf;
+            length = at + 3 < text.size() && byte_at(at + 1) >= low && byte_at(at + 1) <= high &&
+                             continuation(at + 2) && continuation(at + 3)
+                         ? 4
+                         : 0;
+        }
+        if (length == 0) {
+            escape(lead);
+            ++at;
+        } else if (length == 2 && lead == 0xc2 && byte_at(at + 1) < 0xa0) {
+            escape(lead); // a C1 control character (U+0080 to U+009F): a terminal may act on it
+            escape(byte_at(at + 1));
+            at += 2;
+        } else {
+            out.append(text.substr(at, length));
+            at += length;
+        }
+    }
+    return out;
+}
+
 std::string describe_holder(lock_record const& record) {
     std::string text = "pid " + std::to_string(record.pid);
-    if (!record.name.empty()) text += " (" + record.name + ")";
-    if (!record.host.empty()) text += " on host " + record.host;
+    if (!record.name.empty()) text += " (" + displayable(record.name) + ")";
+    if (!record.host.empty()) text += " on host " + displayable(record.host);
+    if (record.process_group) text += " with process group " + std::to_string(*record.process_group);
     if (record.format == lock_format::flufl) text += " (flufl.lock)";
     return text;
 }

@@ -22,7 +22,8 @@ enum class lock_format {
 /// Who holds a lock, as written in the lock file. Version 1 text format (docs/protocol.md):
 ///   "<pid>\n<name>\nversion=1\nhost=...\nboot_id=...\npid_ns=...\nstart_time=...\nnonce=...\nacquired=...\n"
 /// and "lifetime=<seconds>\n" for a lease, "token=<n>\n" for a fenced lock, "bell=<inode>\n" for a holder
-/// that rings a doorbell when it releases. The first two lines are those of
+/// that rings a doorbell when it releases, "group=<pgid>\ngroup_start=<ticks>\n" for a lock that its holder's
+/// command's process group holds too (`openlock run`). The first two lines are those of
 /// Python openlock; unknown keys are kept, in order, for forward compatibility.
 struct lock_record {
     std::int64_t pid = 0;
@@ -43,6 +44,13 @@ struct lock_record {
     /// The doorbell the holder rings when it releases (the inode number of "<lock>.bell", a FIFO next to the
     /// lock; docs/protocol.md 8.6): waiters that listen on that same FIFO need no directory events. 0: none.
     std::uint64_t bell = 0;
+    /// A process group that holds the lock too (options::process_group): when the holder's pid is gone, the
+    /// lock still counts as held while this group, on the holder's host, boot and pid namespace, has a member
+    /// (docs/protocol.md, "Process groups"). None: the holder's pid alone decides.
+    std::optional<std::int64_t> process_group{};
+    /// The start time of the group's leader when the lock was taken (OS ticks, as start_time): a process that
+    /// has the group's number later with another start time shows that the group ended.
+    std::optional<std::uint64_t> group_start_time{};
     std::vector<std::pair<std::string, std::string>> extra; ///< keys this version does not know
     /// flufl.lock's records say only "<lock path><sep><host><sep><pid><sep><random>" (pid, host and the
     /// random part as nonce are filled in, the name and the version stay empty): no start time, boot or
@@ -86,7 +94,12 @@ inline constexpr std::size_t max_record_size = 4096;
 /// can be longer than the text the record came from). Newlines and NULs in string fields are replaced by '?'.
 [[nodiscard]] std::string serialize_record(lock_record const& record);
 
-/// "pid 123 (name) on host h": how errors and the CLI name a holder.
+/// "pid 123 (name) on host h": how errors and the CLI name a holder. The name and host are displayable().
 [[nodiscard]] std::string describe_holder(lock_record const& record);
+
+/// Text from a lock file (anyone who may write the directory wrote it) as it may be shown on a terminal:
+/// control characters (C0, DEL, C1) and bytes that are not UTF-8 become "\xHH" (a C1 character: its two UTF-8
+/// bytes), everything else is unchanged. No escape sequence of a record reaches a terminal.
+[[nodiscard]] std::string displayable(std::string_view text);
 
 } // namespace openlock

@@ -51,6 +51,16 @@ enum class process_state {
 process_state local_process_state(std::int64_t pid, std::optional<std::uint64_t> start_time,
                                   std::string_view name);
 
+/// The start time of a process of this host, boot and pid namespace, as process_identity::start_time gives
+/// it; nullopt when it cannot be read (gone, hidden, no such thing on this OS).
+std::optional<std::uint64_t> local_process_start_time(std::int64_t pid);
+
+/// Judges a process group of this host, boot and pid namespace: alive while it has a member (even one that
+/// cannot be inspected), gone when it has none or when its number now belongs to a process whose start time
+/// is not `leader_start_time` (the number stays taken while the group has members, so the group ended).
+/// Always gone where there are no process groups (Windows).
+process_state local_process_group_state(std::int64_t group, std::optional<std::uint64_t> leader_start_time);
+
 /// 128 bits from the OS's cryptographic random source (what a nonce is made of); throws std::system_error.
 std::array<unsigned char, 16> random_128_bits();
 

@@ -128,6 +128,43 @@ TEST_CASE("a holder's doorbell is a positive number that round-trips, and absent
     }
 }
 
+TEST_CASE("a holder's process group and its leader's start time round-trip, and absent means none") {
+    auto const parsed = openlock::parse_record(
+        "12\nopenlock\nversion=1\nnonce=x\ngroup=4294967295\ngroup_start=18446744073709551615\n");
+    REQUIRE(parsed.status == openlock::record_status::ok);
+    CHECK(parsed.record.process_group == 4294967295);
+    CHECK(parsed.record.group_start_time == 18446744073709551615ull);
+    auto const again = openlock::parse_record(openlock::serialize_record(parsed.record));
+    REQUIRE(again.status == openlock::record_status::ok);
+    CHECK(again.record == parsed.record);
+    CHECK(again.record.extra.empty());
+
+    openlock::lock_record record;
+    record.pid = 77;
+    record.name = "openlock";
+    record.version = 1;
+    record.nonce = "n";
+    record.process_group = 78;
+    record.group_start_time = 123456;
+    auto const text = openlock::serialize_record(record);
+    CHECK(text.find("group=78\ngroup_start=123456\n") != std::string::npos);
+    CHECK(openlock::parse_record(text).record == record);
+    // A group without its leader's start time (a reader that could not see it) is still a group.
+    record.group_start_time.reset();
+    CHECK(openlock::parse_record(openlock::serialize_record(record)).record == record);
+
+    auto const none = openlock::parse_record("12\nsh\nversion=1\nnonce=x\n");
+    CHECK_FALSE(none.record.process_group.has_value());
+    CHECK_FALSE(none.record.group_start_time.has_value());
+    CHECK(openlock::serialize_record(none.record).find("group") == std::string::npos);
+    for (auto const* bad : {"group=0", "group=-1", "group=x", "group=", "group=4294967296", "group_start=-1",
+                            "group_start=x", "group_start=", "group_start=18446744073709551616"}) {
+        INFO(bad);
+        CHECK(openlock::parse_record("12\nsh\nversion=1\nnonce=x\n"s + bad + "\n").status ==
+              openlock::record_status::malformed);
+    }
+}
+
 TEST_CASE("optional fields that are absent stay absent through a round trip") {
     auto const parsed = openlock::parse_record("12\nsh\nversion=1\nnonce=x\n");
     REQUIRE(parsed.status == openlock::record_status::ok);
@@ -417,6 +454,21 @@ TEST_CASE("describe_holder names pid then name then host") {
     CHECK(openlock::describe_holder(record) == "pid 123 (make) on host h");
     record.name.clear();
     CHECK(openlock::describe_holder(record) == "pid 123 on host h");
+    record.process_group = 124;
+    CHECK(openlock::describe_holder(record) == "pid 123 on host h with process group 124");
+}
+
+TEST_CASE("describe_holder escapes control characters and bytes that are not UTF-8") {
+    openlock::lock_record record;
+    record.pid = 9;
+    record.name = "a\x1b[31mb\x7f\xc2\x9b\xc2\xa0\xe2\x82\xac\xf0\x9f\x94\x92";
+    record.host = "\xff\xc0\xaf\xed\xa0\x80\xe2\x82";
+    CHECK(openlock::describe_holder(record) ==
+          "pid 9 (a\\x1b[31mb\\x7f\\xc2\\x9b\xc2\xa0\xe2\x82\xac\xf0\x9f\x94\x92) on host "
+          "\\xff\\xc0\\xaf\\xed\\xa0\\x80\\xe2\\x82");
+    CHECK(openlock::displayable("plain text, caf\xc3\xa9") == "plain text, caf\xc3\xa9");
+    CHECK(openlock::displayable(std::string_view{"\0\t\n", 3}) == "\\x00\\x09\\x0a");
+    CHECK(openlock::displayable("\xf4\x90\x80\x80") == "\\xf4\\x90\\x80\\x80"); // above U+10FFFF
 }
 
 // The overflow below is undefined behaviour, which the asan preset's UBSan turns into an abort of the whole

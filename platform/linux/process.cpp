@@ -29,6 +29,7 @@ module;
 #include <cerrno>
 #include <csignal>
 #include <cstdint>
+#include <dirent.h>
 #include <fstream>
 #include <gsl/gsl>
 #include <mutex>
@@ -60,6 +61,7 @@ std::string read_small_file(char const* path) {
 
 struct stat_fields {
     char state = '?';
+    std::int64_t group = 0;
     long threads = 0;
     std::optional<std::uint64_t> start_ticks;
 };
@@ -77,6 +79,7 @@ std::optional<stat_fields> read_stat(std::int64_t pid) {
     std::string field;
     for (int index = 3; rest >> field; ++index) {
         if (index == 3) fields.state = field.empty() ? '?' : field[0];
+        if (index == 5) fields.group = std::stoll(field);
         if (index == 20) fields.threads = std::stol(field);
         if (index == 22) {
             fields.start_ticks = std::stoull(field);
@@ -332,6 +335,63 @@ process_state local_process_state(std::int64_t pid, std::optional<std::uint64_t>
         remember_process(native, *start_time, pidfd);
         pidfd = -1;
     }
+    return process_state::alive;
+}
+
+std::optional<std::uint64_t> local_process_start_time(std::int64_t pid) {
+    if (pid <= 0 || pid > INT32_MAX || !current_process().proc_is_ours) return std::nullopt;
+    auto const fields = read_stat(pid);
+    if (!fields) return std::nullopt;
+    return normalised_start(fields->start_ticks);
+}
+
+// Why these calls: kill(-group, 0) fails with ESRCH exactly when no process is in the group, and succeeds (or
+// fails with EPERM, another user's members) while one is. The kernel keeps a group's number allocated while
+// the group has members, so a process that has that number with another start time than the leader had
+// proves that the group ended (and the number was reused, perhaps for a new group). The leader itself may be
+// gone while other members run: then /proc has no entry for the number, and kill() decides.
+namespace {
+
+bool is_zombie(stat_fields const& fields) {
+    return (fields.state == 'Z' || fields.state == 'X') && fields.threads <= 1;
+}
+
+// True when /proc shows a member of the group that is not a zombie; false when it shows only zombies (or
+// none). Orphans' zombies wait for init to reap them, which some inits do only now and then: a group of them
+// holds nothing.
+bool has_running_member(std::int64_t group) {
+    auto* const directory = ::opendir("/proc");
+    if (directory == nullptr) return true; // cannot look: it has a member, kill() said so
+    auto const close_directory = gsl::finally([directory] { ::closedir(directory); });
+    while (auto const* entry = ::readdir(directory)) {
+        std::int64_t pid = 0;
+        std::string_view const name{entry->d_name};
+        if (name.empty() || name.find_first_not_of("0123456789") != std::string_view::npos) continue;
+        pid = std::stoll(std::string{name});
+        auto const fields = read_stat(pid);
+        if (fields && fields->group == group && !is_zombie(*fields)) return true;
+    }
+    return false;
+}
+
+} // namespace
+
+process_state local_process_group_state(std::int64_t group, std::optional<std::uint64_t> leader_start_time) {
+    if (group <= 1 || group > INT32_MAX) return process_state::gone; // -1 would be every process
+    auto const native = gsl::narrow<pid_t>(group);
+    auto const signalled = ::kill(-native, 0) == 0 ? 0 : errno;
+    if (signalled == ESRCH) return process_state::gone;
+    if (!current_process().proc_is_ours) return process_state::alive;
+    auto const leader = read_stat(group);
+    if (leader && leader_start_time && leader->start_ticks &&
+        normalised_start(leader->start_ticks) != leader_start_time)
+        return process_state::gone;
+    // The leader running: alive. Else the other members decide, zombies not counted; only where kill()
+    // could signal a member (EPERM: members of another user, whom hidepid may hide from us).
+    bool const leader_runs = leader && leader->group == group && !is_zombie(*leader);
+    if (!leader_runs && signalled == 0 && !has_running_member(group)) return process_state::gone;
+    // Ask once more: the group may have ended, and its number gone to a new process, between the two looks.
+    if (::kill(-native, 0) != 0 && errno == ESRCH) return process_state::gone;
     return process_state::alive;
 }
 

@@ -154,6 +154,18 @@ process_state local_process_state(std::int64_t pid, std::optional<std::uint64_t>
     return process_state::alive;
 }
 
+std::optional<std::uint64_t> local_process_start_time(std::int64_t pid) {
+    if (pid <= 0 || pid > UINT32_MAX) return std::nullopt;
+    unique_handle process{::OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, FALSE, gsl::narrow<DWORD>(pid))};
+    if (!process.valid()) return std::nullopt;
+    return creation_time(process.get());
+}
+
+// Windows has no process groups (a job object is not one a record could name): a group never holds a lock.
+process_state local_process_group_state(std::int64_t, std::optional<std::uint64_t>) {
+    return process_state::gone;
+}
+
 std::array<unsigned char, 16> random_128_bits() {
     std::array<unsigned char, 16> bytes{};
     auto const status = ::BCryptGenRandom(nullptr, bytes.data(), static_cast<ULONG>(bytes.size()),
