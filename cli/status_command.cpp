@@ -235,8 +235,9 @@ int break_command(std::span<char* const> arguments) {
         throw; // main: "not a lock file"
     } catch (lock_error const& e) {
         tell_leftovers();
-        complain("cannot remove " + request.lock_file.string() + ", " + what_it_was(before) + ": " +
-                 e.code().message());
+        // The library's message says what stood in the way (a guard, the token file) and whose it is.
+        complain("cannot remove " + request.lock_file.string() + ", " + what_it_was(before) + " (" +
+                 displayable(e.what()) + ")");
         return cannot_lock;
     }
     tell_leftovers();
