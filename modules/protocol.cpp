@@ -1091,10 +1091,14 @@ takeover_report remove_observed(fs::path const& lock_file, observation const& ob
             return report_back;
         }
         if (code) {
+            // A forced break removes a live or garbage lock too: the message says which it was.
+            std::string const what = judged == verdict::stale     ? "the stale lock file"
+                                     : judged == verdict::expired ? "the expired lock file"
+                                                                  : "the lock file";
             error = {code, lock_file,
                      refused_by_permissions(code)
-                         ? "cannot remove the stale lock file: " + permission_remedy(now.owner)
-                         : std::string{"cannot remove the stale lock file"}};
+                         ? "cannot remove " + what + ": " + permission_remedy(now.owner)
+                         : "cannot remove " + what};
             report_back.result = takeover_result::failed;
             return report_back;
         }
