@@ -131,15 +131,16 @@ std::string not_a_lock_file(std::filesystem::path const& lock_file) {
     return lock_file.string() + ": " + status.problem;
 }
 
-std::string release_failure(std::filesystem::path const& lock_file, std::error_code const& error,
-                            int status) {
+// The library's message says what stood in the way (the token file of another user, a full disk) and whose it
+// is; the command's own status is still said.
+std::string release_failure(std::filesystem::path const& lock_file, lock_error const& failure, int status) {
     auto const command_said = "the command exited with " + std::to_string(status);
-    if (error == make_error_code(errc::not_locked))
+    if (failure.code() == make_error_code(errc::not_locked))
         return "lost the lock " + lock_file.string() +
                " while the command ran (it was broken or replaced; nothing of ours is left behind); " +
                command_said;
-    return "cannot release " + lock_file.string() + ": " + error.message() +
-           "; the lock file is left behind (stale once openlock has exited); " + command_said;
+    return "cannot release " + lock_file.string() + " (" + displayable(failure.what()) +
+           "); the lock file is left behind (stale once openlock has exited); " + command_said;
 }
 
 } // namespace
@@ -235,10 +236,10 @@ int run_command(std::span<char* const> arguments) {
     // object kills and waits for the group before the lock below is released.
     auto const status = command->run(lock.token());
     command.reset();
-    std::error_code error;
-    lock.release(error);
-    if (error) {
-        complain(release_failure(request.lock_file, error, status));
+    try {
+        lock.release();
+    } catch (lock_error const& failure) {
+        complain(release_failure(request.lock_file, failure, status));
         return release_failed;
     }
     return status;
