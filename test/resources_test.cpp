@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <fcntl.h>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -23,6 +24,7 @@
 #include <vector>
 #ifdef __linux__
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #endif
 
@@ -204,6 +206,44 @@ TEST_CASE("Doorbell FIFOs stay bounded after 3,000 contended paths") {
         CHECK_FALSE(waiter.try_acquire()); // contended: it sets up its wake sources and doorbell
     }
     CHECK(doorbells_of(dir.path()) - before <= 1);
+}
+
+TEST_CASE("No descriptor of a waiter or its judgement lands on 0, 1 or 2") {
+    test::scratch_dir dir;
+    test::scratch_dir links;
+    auto const other_spelling = spellings_of(dir.path(), links.path(), 1).front();
+    auto holder = test::start_helper({"hold", (dir / "streams.lock").string()});
+    REQUIRE(holder->read_line().starts_with("locked"));
+    // A child started with its standard streams closed (`cmd <&- >&- 2>&-`) waits on a lock of another
+    // process and on one of its own: the watcher, the doorbell, the holder's pidfd and the /proc reads of the
+    // judgement all open descriptors then.
+    pid_t const child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        ::close(0);
+        ::close(1);
+        ::close(2);
+        int failures = 0;
+        {
+            // hard_link: no claim file is kept open (the claim files' descriptors are another unit's).
+            auto settings = events_only();
+            settings.method = openlock::claim_method::hard_link;
+            openlock::file_lock waiter{dir / "streams.lock", std::nullopt, settings};
+            failures += waiter.try_lock_for(50ms) ? 1 : 0;
+            openlock::file_lock mine{dir / "own.lock", std::nullopt, settings};
+            mine.acquire();
+            openlock::file_lock second{other_spelling / "own.lock", std::nullopt, settings};
+            failures += second.try_lock_for(50ms) ? 1 : 0;
+            for (int standard = 0; standard <= 2; ++standard)
+                if (::fcntl(standard, F_GETFD) != -1) failures += 10;
+        }
+        ::_exit(failures);
+    }
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    holder->kill_hard();
 }
 
 TEST_CASE("A doorbell FIFO that another process listens on is not removed") {

@@ -22,14 +22,18 @@
 // thread-group
 //   leader that called pthread_exit() also shows state Z while its other threads run: num_threads tells them
 //   apart.
+// - /proc files are read with open() and read(), not iostreams, so that their descriptors are kept off 0, 1
+//   and 2 (platform/posix/descriptors.hpp), as every descriptor of the library is, pidfds included.
 module;
+#include "../posix/descriptors.hpp"
+
 #include <algorithm>
 #include <array>
 #include <atomic>
 #include <cerrno>
 #include <csignal>
 #include <cstdint>
-#include <fstream>
+#include <fcntl.h>
 #include <gsl/gsl>
 #include <mutex>
 #include <optional>
@@ -51,10 +55,25 @@ import :sys;
 namespace openlock::sys {
 namespace {
 
-std::string read_small_file(char const* path) {
-    std::ifstream in{path};
-    std::string text;
-    std::getline(in, text);
+// All of a small /proc file (at most 4 KiB of it); empty when it cannot be read.
+std::string whole_file(std::string const& path) {
+    int const fd = posix::off_standard_streams(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (fd < 0) return {};
+    char buffer[4096];
+    std::size_t filled = 0;
+    while (filled < sizeof buffer) {
+        auto const got = ::read(fd, buffer + filled, sizeof buffer - filled);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) break;
+        filled += static_cast<std::size_t>(got);
+    }
+    ::close(fd);
+    return std::string{buffer, filled};
+}
+
+std::string first_line(std::string const& path) {
+    auto text = whole_file(path);
+    text.resize(std::min(text.size(), text.find('\n')));
     return text;
 }
 
@@ -65,10 +84,8 @@ struct stat_fields {
 };
 
 std::optional<stat_fields> read_stat(std::int64_t pid) {
-    std::ifstream in{"/proc/" + std::to_string(pid) + "/stat"};
-    if (!in) return std::nullopt;
-    std::string text;
-    std::getline(in, text);
+    auto const text = first_line("/proc/" + std::to_string(pid) + "/stat");
+    if (text.empty()) return std::nullopt;
     auto const open = text.find('(');
     auto const close = text.rfind(')');
     if (open == std::string::npos || close == std::string::npos || close < open) return std::nullopt;
@@ -89,7 +106,7 @@ std::optional<stat_fields> read_stat(std::int64_t pid) {
 // The reader's time-namespace boottime offset in clock ticks (0 outside a time namespace).
 std::int64_t boottime_offset_ticks() {
     static std::int64_t const offset = [] {
-        std::ifstream in{"/proc/self/timens_offsets"};
+        std::istringstream in{whole_file("/proc/self/timens_offsets")};
         std::string clock;
         std::int64_t seconds = 0;
         std::int64_t nanoseconds = 0;
@@ -147,7 +164,7 @@ process_identity compute_identity() {
     identity.pid = ::getpid();
     struct utsname names{};
     if (::uname(&names) == 0) identity.host = names.nodename;
-    identity.boot_id = read_small_file("/proc/sys/kernel/random/boot_id");
+    identity.boot_id = first_line("/proc/sys/kernel/random/boot_id");
     identity.pid_namespace = pid_namespace_id();
     identity.proc_is_ours = proc_is_ours();
     if (!identity.proc_is_ours) return identity;
@@ -233,7 +250,8 @@ constexpr std::size_t processes_kept = 8; // pidfds kept open at most
 
 int open_pidfd(pid_t pid) noexcept {
 #ifdef SYS_pidfd_open
-    return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); // always close-on-exec
+    return posix::off_standard_streams(
+        static_cast<int>(::syscall(SYS_pidfd_open, pid, 0))); // always close-on-exec
 #else
     (void)pid;
     return -1;
