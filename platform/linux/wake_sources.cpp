@@ -795,7 +795,12 @@ boost::asio::awaitable<bool> wake_sources::async_wait_for(std::chrono::nanosecon
             std::lock_guard guard{hub.mutex};
             if (!hub.async_pump) hub.async_pump = &self;
             pumping = hub.async_pump == &self;
-            if (pumping) hub.collect_now(); // what came while nobody listened
+            if (pumping) {
+                // What came while nobody listened. No kick for our own events: we look at them right after.
+                auto kick = std::exchange(self.kick, nullptr);
+                hub.collect_now();
+                self.kick = std::move(kick);
+            }
         }
         if (take_woken()) co_return true;
         bool timed_out = false;
