@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <fcntl.h>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -51,6 +52,20 @@ descriptor_count open_descriptors() {
         ++count.all;
         std::error_code error;
         if (fs::read_symlink(entry.path(), error).string() == "anon_inode:inotify") ++count.inotify;
+    }
+    return count;
+}
+
+// This process's pidfds that refer to process `pid` (/proc/self/fdinfo shows a pidfd's "Pid:").
+int pidfds_of(int pid) {
+    int count = 0;
+    for (auto const& entry : fs::directory_iterator{"/proc/self/fd"}) {
+        std::error_code error;
+        if (fs::read_symlink(entry.path(), error).string() != "anon_inode:[pidfd]") continue;
+        std::ifstream info{"/proc/self/fdinfo/" + entry.path().filename().string()};
+        std::string line;
+        while (std::getline(info, line))
+            if (line == "Pid:\t" + std::to_string(pid)) ++count;
     }
     return count;
 }
@@ -144,6 +159,22 @@ TEST_CASE("500 contended lock objects in one process use one inotify instance") 
     CHECK(timed_out == 500);
     CHECK(other == "");
     CHECK(inotify_waiting - inotify_before <= 1);
+    holder->kill_hard();
+}
+
+TEST_CASE("A holder judged and watched by several waiters of a process costs one pidfd") {
+    test::scratch_dir dir;
+    test::scratch_dir links;
+    auto holder = test::start_helper({"hold", (dir / "judged.lock").string()});
+    REQUIRE(holder->read_line().starts_with("locked"));
+    auto const before = pidfds_of(holder->pid()); // the test's own (Boost.Process may wait through one)
+    std::vector<std::unique_ptr<openlock::file_lock>> waiters;
+    for (auto const& spelling : spellings_of(dir.path(), links.path(), 3)) {
+        waiters.push_back(
+            std::make_unique<openlock::file_lock>(spelling / "judged.lock", std::nullopt, events_only()));
+        CHECK_FALSE(waiters.back()->try_lock_for(50ms)); // judged live (kept), then watched while it waited
+    }
+    CHECK(pidfds_of(holder->pid()) - before == 1);
     holder->kill_hard();
 }
 

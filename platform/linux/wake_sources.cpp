@@ -28,6 +28,7 @@
 // Every descriptor is kept off 0, 1 and 2 (platform/posix/descriptors.hpp).
 module;
 #include "../posix/descriptors.hpp"
+#include "pidfds.hpp"
 
 #include <algorithm>
 #include <array>
@@ -72,6 +73,8 @@ import :sys;
 
 namespace openlock::sys {
 namespace {
+
+namespace pidfds = linux_pidfds;
 
 // statfs f_type values of file systems that other machines (or a user-space server) may change.
 constexpr std::array<std::uint64_t, 16> shared_file_systems{
@@ -394,50 +397,40 @@ public:
         bells_.erase(known);
     }
 
-    /// Watches the exit of a holder: one pidfd per process, shared by its waiters; the last few unwatched
-    /// ones stay open, since in a herd the same few holders take turns.
+    /// Watches the exit of a holder: one pidfd per process, shared by its waiters and with the holder
+    /// judgement (pidfds.hpp); in the set while any waiter watches it. Unwatched ones stay open for a while,
+    /// since in a herd the same few holders take turns.
     void watch_holder(waiter& target, std::int64_t pid) {
-#ifdef SYS_pidfd_open
         if (pid == target.holder_pid && target.holder >= 0) return;
         stop_watching_holder(target);
-        target.holder_pid = pid;
-        auto known = std::find_if(holders_.begin(), holders_.end(),
-                                  [pid](auto const& holder) { return holder.pid == pid; });
-        if (known == holders_.end()) {
-            int const pidfd = kept(static_cast<int>(::syscall(SYS_pidfd_open, static_cast<pid_t>(pid), 0)));
+        auto& table = pidfds::table::instance();
+        std::lock_guard guard{table.mutex};
+        table.forget_parent(current_pid());
+        auto const native = static_cast<pid_t>(pid);
+        auto* known = table.find(native);
+        if (!known) {
+            int const pidfd = pidfds::open_pidfd(native);
             if (pidfd < 0) return;
-            if (!add_to_set(pidfd, EPOLLIN, source::holder)) {
-                ::close(pidfd);
-                return;
-            }
-            holders_.push_back({pid, pidfd, 0, 0});
-            known = std::prev(holders_.end());
+            known = &table.add(native, pidfd);
         }
+        if (known->watchers == 0 && !add_to_set(known->fd, EPOLLIN, source::holder)) return;
         ++known->watchers;
-        known->last_used = ++uses_;
+        table.touch(*known);
         target.holder = known->fd;
-#else
-        (void)target;
-        (void)pid;
-#endif
+        target.holder_pid = pid;
     }
 
     void stop_watching_holder(waiter& target) {
-        auto const known = std::find_if(holders_.begin(), holders_.end(),
-                                        [&](auto const& holder) { return holder.fd == target.holder; });
+        target.holder_pid = 0;
+        if (target.holder < 0) return;
+        auto& table = pidfds::table::instance();
+        std::lock_guard guard{table.mutex};
+        if (auto* const known = table.find_descriptor(target.holder); known && --known->watchers == 0) {
+            ::epoll_ctl(epoll, EPOLL_CTL_DEL, known->fd, nullptr);
+            table.trim();
+        }
         target.holder = -1;
         target.holder_pid = 0;
-        if (known != holders_.end()) --known->watchers;
-        constexpr std::ptrdiff_t unwatched_kept = 8;
-        while (std::count_if(holders_.begin(), holders_.end(),
-                             [](auto const& h) { return h.watchers == 0; }) > unwatched_kept) {
-            auto oldest = holders_.end();
-            for (auto at = holders_.begin(); at != holders_.end(); ++at)
-                if (at->watchers == 0 && (oldest == holders_.end() || at->last_used < oldest->last_used))
-                    oldest = at;
-            remove_and_close(oldest->fd);
-            holders_.erase(oldest);
-        }
     }
 
     /// Handles what the set reported: each event goes to the waiters it concerns.
@@ -466,11 +459,11 @@ public:
                         target->holder = -1;
                         target->holder_pid = 0;
                     }
-                auto const known = std::find_if(holders_.begin(), holders_.end(),
-                                                [fd](auto const& holder) { return holder.fd == fd; });
-                if (known != holders_.end()) {
-                    remove_and_close(fd);
-                    holders_.erase(known);
+                auto& table = pidfds::table::instance();
+                std::lock_guard guard{table.mutex};
+                if (auto* const known = table.find_descriptor(fd)) {
+                    ::epoll_ctl(epoll, EPOLL_CTL_DEL, fd, nullptr);
+                    table.erase(*known);
                 }
                 break;
             }
@@ -495,12 +488,6 @@ private:
         int fd = -1;
         std::uint64_t identity = 0;
         int listeners = 0;
-    };
-    struct holder_entry {
-        std::int64_t pid = 0;
-        int fd = -1;
-        int watchers = 0;
-        std::uint64_t last_used = 0;
     };
 
     watcher() : pid_(current_pid()) {
@@ -557,8 +544,6 @@ private:
     std::int64_t pid_;
     std::vector<std::pair<int, int>> watches_; ///< watch descriptor, waiters using it
     std::vector<doorbell_entry> bells_;
-    std::vector<holder_entry> holders_;
-    std::uint64_t uses_ = 0;
 };
 
 } // namespace
