@@ -125,6 +125,32 @@ TEST_CASE("1,000 released lock objects hold no extra descriptor") {
     }
 }
 
+TEST_CASE("A contended path keeps at most three descriptors while its objects live, none after") {
+    test::scratch_dir dir;
+    test::scratch_dir links;
+    auto const other_spelling = spellings_of(dir.path(), links.path(), 1).front();
+    auto contend = [&](std::string const& name, int& kept_while_alive) {
+        auto const before = open_descriptors().all;
+        {
+            openlock::file_lock holder{dir / name};
+            holder.acquire();
+            openlock::file_lock waiter{other_spelling / name};
+            CHECK_FALSE(waiter.try_lock_for(20ms)); // waits: wake sources, doorbell, a staged claim
+            holder.release();
+            waiter.acquire();
+            waiter.release(); // contended: the pin is left for the next acquire, a claim staged again
+            kept_while_alive = open_descriptors().all - before;
+        }
+        return open_descriptors().all - before;
+    };
+    int warm_up = 0;
+    contend("first.lock", warm_up); // the process's watcher (epoll set, inotify instance, eventfd) stays
+    int kept = 0;
+    CHECK(contend("second.lock", kept) == 0);
+    MESSAGE("descriptors kept by a released contended path: " << kept);
+    CHECK(kept <= 3);
+}
+
 TEST_CASE("500 contended lock objects in one process use one inotify instance") {
     test::scratch_dir dir;
     test::scratch_dir links;
