@@ -13,8 +13,9 @@
 // one program with many contended locks take every instance of its user. Watches are counted per watch
 // descriptor (inotify gives one directory one descriptor per instance), pidfds per process watched, doorbells
 // per FIFO; whichever thread reads an event hands it to the waiters it concerns (a blocking waiter through
-// its condition variable, an asynchronous one through a timer cancelled on its strand, the thread asleep in
-// epoll_wait through an eventfd in the set).
+// its condition variable, an asynchronous one through a timer cancelled on its strand, the waiters with the
+// set in their wait — the thread asleep in epoll_wait, the asynchronous "pump" — through an eventfd in the
+// set).
 //
 // inotify wakes every waiter at every release (a herd: one wins, the rest look and sleep again). The
 // doorbell wakes one: a FIFO per lock (mkfifo, in the user's /tmp/openlock-UID) that every waiting process
