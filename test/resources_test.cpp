@@ -311,7 +311,9 @@ TEST_CASE("A doorbell FIFO that another process listens on is not removed") {
     openlock::file_lock holder{lock_path};
     holder.acquire();
     auto other = test::start_helper({"queue", lock_path.string(), "0"}); // waits behind us: listens
-    std::this_thread::sleep_for(300ms);
+    // It listens once it waits (slow under sanitizers: up to 10 s).
+    for (int tries = 0; tries < 1000 && doorbells_of(dir.path()) - before == 0; ++tries)
+        std::this_thread::sleep_for(10ms);
     REQUIRE(doorbells_of(dir.path()) - before == 1);
     {
         openlock::file_lock waiter{spellings_of(dir.path(), links.path(), 1).front() / "shared.lock"};
