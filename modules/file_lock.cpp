@@ -454,10 +454,13 @@ bool file_lock::impl::release(detail::failure& error) {
     // Our record named the doorbell: its listeners rely on this ring (docs/protocol.md 8.6).
     bool const contended = gate->wake && gate->wake_pid == sys::current_pid();
     if (contended) gate->wake->ring();
-    // The descriptor that pins the removed inode is closed by the next acquire: the close frees the inode,
-    // file system work that would otherwise delay the next holder (below). Where a removed name stays until
-    // the last handle closes (Windows), it is closed now, with the claim.
-    if (sys::removed_name_vanishes_while_open()) gate->retired = std::move(releasing->pin);
+    // Behind a contended release the descriptor that pinned the removed inode is closed by the next acquire
+    // on this path (or with its last object): the close frees the inode, file system work that would
+    // otherwise delay the woken waiter (below). Nothing needs the pin once the name is gone (the inode proved
+    // ownership only while held, docs/protocol.md 4.4), so an uncontended release, where nobody waits to be
+    // delayed, closes it now with the claim: a released object keeps no descriptor. So does a release where a
+    // removed name stays until the last handle closes (Windows).
+    if (contended && sys::removed_name_vanishes_while_open()) gate->retired = std::move(releasing->pin);
     if (contended) {
         // The waiter just woken tends to be queued on this CPU (the scheduler expects the waker to block
         // soon): let it run first, then stage our next claim (so that taking the lock straight back is one

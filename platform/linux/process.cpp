@@ -22,7 +22,12 @@
 // thread-group
 //   leader that called pthread_exit() also shows state Z while its other threads run: num_threads tells them
 //   apart.
+// - /proc files are read with open() and read(), not iostreams, so that their descriptors are kept off 0, 1
+//   and 2 (platform/posix/descriptors.hpp), as every descriptor of the library is, pidfds included.
 module;
+#include "../posix/descriptors.hpp"
+#include "pidfds.hpp"
+
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -30,7 +35,7 @@ module;
 #include <csignal>
 #include <cstdint>
 #include <dirent.h>
-#include <fstream>
+#include <fcntl.h>
 #include <gsl/gsl>
 #include <mutex>
 #include <optional>
@@ -52,10 +57,25 @@ import :sys;
 namespace openlock::sys {
 namespace {
 
-std::string read_small_file(char const* path) {
-    std::ifstream in{path};
-    std::string text;
-    std::getline(in, text);
+// All of a small /proc file (at most 4 KiB of it); empty when it cannot be read.
+std::string whole_file(std::string const& path) {
+    int const fd = posix::off_standard_streams(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (fd < 0) return {};
+    char buffer[4096];
+    std::size_t filled = 0;
+    while (filled < sizeof buffer) {
+        auto const got = ::read(fd, buffer + filled, sizeof buffer - filled);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) break;
+        filled += static_cast<std::size_t>(got);
+    }
+    ::close(fd);
+    return std::string{buffer, filled};
+}
+
+std::string first_line(std::string const& path) {
+    auto text = whole_file(path);
+    text.resize(std::min(text.size(), text.find('\n')));
     return text;
 }
 
@@ -67,10 +87,8 @@ struct stat_fields {
 };
 
 std::optional<stat_fields> read_stat(std::int64_t pid) {
-    std::ifstream in{"/proc/" + std::to_string(pid) + "/stat"};
-    if (!in) return std::nullopt;
-    std::string text;
-    std::getline(in, text);
+    auto const text = first_line("/proc/" + std::to_string(pid) + "/stat");
+    if (text.empty()) return std::nullopt;
     auto const open = text.find('(');
     auto const close = text.rfind(')');
     if (open == std::string::npos || close == std::string::npos || close < open) return std::nullopt;
@@ -92,7 +110,7 @@ std::optional<stat_fields> read_stat(std::int64_t pid) {
 // The reader's time-namespace boottime offset in clock ticks (0 outside a time namespace).
 std::int64_t boottime_offset_ticks() {
     static std::int64_t const offset = [] {
-        std::ifstream in{"/proc/self/timens_offsets"};
+        std::istringstream in{whole_file("/proc/self/timens_offsets")};
         std::string clock;
         std::int64_t seconds = 0;
         std::int64_t nanoseconds = 0;
@@ -150,7 +168,7 @@ process_identity compute_identity() {
     identity.pid = ::getpid();
     struct utsname names{};
     if (::uname(&names) == 0) identity.host = names.nodename;
-    identity.boot_id = read_small_file("/proc/sys/kernel/random/boot_id");
+    identity.boot_id = first_line("/proc/sys/kernel/random/boot_id");
     identity.pid_namespace = pid_namespace_id();
     identity.proc_is_ours = proc_is_ours();
     if (!identity.proc_is_ours) return identity;
@@ -197,84 +215,35 @@ namespace {
 // Processes judged alive, each with a pidfd that is known to be that process's (pid and start time): while
 // the pidfd is not readable, that process has not exited, and judging it again needs no /proc/PID/stat
 // (reading it costs more than all the rest of a waiter's look). In a herd the same few holders take turns.
+// The pidfds are the process's one table (pidfds.hpp), shared with the waiters that watch those holders.
 //
 // Why the pidfd proves it: it is opened before /proc/PID/stat is read, and found not readable after. The
 // process it refers to held the pid the whole time in between, so the stat read was that process's, with the
-// start time the record names. A readable pidfd means that process has exited; the entry is then dropped and
-// the full judgement decides.
-struct known_process {
-    pid_t pid = 0;
-    std::uint64_t start_time = 0;
-    int pidfd = -1;
-    std::uint64_t last_used = 0;
-};
-
-struct known_processes {
-    std::mutex mutex;
-    std::vector<known_process> entries;
-    std::int64_t owner_pid = 0; ///< after fork() the child starts over (its copies of the pidfds are closed)
-    std::uint64_t uses = 0;
-
-    static known_processes& instance() {
-        static auto* const cache = new known_processes; // never destroyed: judged during exit too
-        return *cache;
-    }
-    void forget_parent() {
-        if (owner_pid == current_pid()) return;
-        for (auto const& entry : entries)
-            ::close(entry.pidfd);
-        entries.clear();
-        owner_pid = current_pid();
-    }
-    void erase(std::vector<known_process>::iterator at) {
-        ::close(at->pidfd);
-        entries.erase(at);
-    }
-};
-
-constexpr std::size_t processes_kept = 8; // pidfds kept open at most
-
-int open_pidfd(pid_t pid) noexcept {
-#ifdef SYS_pidfd_open
-    return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); // always close-on-exec
-#else
-    (void)pid;
-    return -1;
-#endif
-}
-
-enum class pidfd_says { running, exited, cannot_tell };
-
-pidfd_says poll_pidfd(int pidfd) noexcept {
-    pollfd watched{pidfd, POLLIN, 0};
-    int ready = -1;
-    do
-        ready = ::poll(&watched, 1, 0);
-    while (ready < 0 && errno == EINTR);
-    if (ready == 0) return pidfd_says::running;
-    if (ready > 0 && (watched.revents & (POLLIN | POLLHUP)) != 0) return pidfd_says::exited;
-    return pidfd_says::cannot_tell;
-}
+// start time the record names. A readable pidfd means that process has exited; the entry then loses its start
+// time and the full judgement decides.
+namespace pidfds = linux_pidfds;
 
 // The verdict from the pidfd of a known process; nullopt when it is not known (or its pidfd cannot tell).
 std::optional<process_state> known_state(pid_t pid, std::uint64_t start_time, std::string_view name) {
-    auto& cache = known_processes::instance();
+    auto& table = pidfds::table::instance();
     {
-        std::lock_guard guard{cache.mutex};
-        cache.forget_parent();
-        auto const at = std::find_if(cache.entries.begin(), cache.entries.end(), [&](auto const& entry) {
-            return entry.pid == pid && entry.start_time == start_time;
-        });
-        if (at == cache.entries.end()) return std::nullopt;
-        switch (poll_pidfd(at->pidfd)) {
-        case pidfd_says::running:
-            at->last_used = ++cache.uses;
+        std::lock_guard guard{table.mutex};
+        table.forget_parent(current_pid());
+        auto* const known = table.find(pid);
+        if (!known || known->start_time != start_time) return std::nullopt;
+        switch (pidfds::poll_pidfd(known->fd)) {
+        case pidfds::pidfd_says::running:
+            table.touch(*known);
             break;
-        case pidfd_says::exited:
-        case pidfd_says::cannot_tell:
+        case pidfds::pidfd_says::exited:
+        case pidfds::pidfd_says::cannot_tell:
             // The full judgement decides: "gone" from the pidfd alone would misjudge a new process that got
             // the pid within the same clock tick and so has the same start time (R8: judged live, as before).
-            cache.erase(at);
+            // A pidfd that waiters watch stays theirs (its exit wakes them); it only stops proving anything.
+            if (known->watchers > 0)
+                known->start_time.reset();
+            else
+                table.erase(*known);
             return std::nullopt;
         }
     }
@@ -288,20 +257,31 @@ std::optional<process_state> known_state(pid_t pid, std::uint64_t start_time, st
 // refers to a running process; closes it otherwise.
 void remember_process(pid_t pid, std::uint64_t start_time, int pidfd) {
     if (pidfd < 0) return;
-    if (poll_pidfd(pidfd) != pidfd_says::running) {
+    if (pidfds::poll_pidfd(pidfd) != pidfds::pidfd_says::running) {
         ::close(pidfd);
         return;
     }
-    auto& cache = known_processes::instance();
-    std::lock_guard guard{cache.mutex};
-    cache.forget_parent();
-    auto const same = std::find_if(cache.entries.begin(), cache.entries.end(),
-                                   [&](auto const& entry) { return entry.pid == pid; });
-    if (same != cache.entries.end()) cache.erase(same); // an earlier process with this pid, or a race
-    if (cache.entries.size() >= processes_kept)
-        cache.erase(std::min_element(cache.entries.begin(), cache.entries.end(),
-                                     [](auto const& a, auto const& b) { return a.last_used < b.last_used; }));
-    cache.entries.push_back({pid, start_time, pidfd, ++cache.uses});
+    auto& table = pidfds::table::instance();
+    std::lock_guard guard{table.mutex};
+    table.forget_parent(current_pid());
+    if (auto* const same = table.find(pid)) {
+        // A pidfd of this pid already (a waiter's, or an earlier judgement's). If its process still runs, it
+        // is the one ours refers to (one pid, two live processes cannot be): that one is kept, with the start
+        // time.
+        if (pidfds::poll_pidfd(same->fd) == pidfds::pidfd_says::running) {
+            same->start_time = start_time;
+            table.touch(*same);
+            ::close(pidfd);
+            return;
+        }
+        if (same->watchers > 0) { // an exited process that waiters still watch: theirs until they hear of it
+            ::close(pidfd);
+            return;
+        }
+        table.erase(*same);
+    }
+    table.add(pid, pidfd).start_time = start_time;
+    table.trim();
 }
 
 } // namespace
@@ -314,7 +294,7 @@ process_state local_process_state(std::int64_t pid, std::optional<std::uint64_t>
     bool const rememberable = start_time && current_process().proc_is_ours;
     if (rememberable)
         if (auto const known = known_state(native, *start_time, name)) return *known;
-    int pidfd = rememberable ? open_pidfd(native) : -1; // before the stat read: see known_processes
+    int pidfd = rememberable ? linux_pidfds::open_pidfd(native) : -1; // before the stat read: see known_state
     auto const close_pidfd = gsl::finally([&pidfd] {
         if (pidfd >= 0) ::close(pidfd);
     });
@@ -360,8 +340,12 @@ bool is_zombie(stat_fields const& fields) {
 // none). Orphans' zombies wait for init to reap them, which some inits do only now and then: a group of them
 // holds nothing.
 bool has_running_member(std::int64_t group) {
-    auto* const directory = ::opendir("/proc");
-    if (directory == nullptr) return true; // cannot look: it has a member, kill() said so
+    int const descriptor = posix::off_standard_streams(::open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    auto* const directory = descriptor < 0 ? nullptr : ::fdopendir(descriptor);
+    if (directory == nullptr) {
+        if (descriptor >= 0) ::close(descriptor);
+        return true; // cannot look: it has a member, kill() said so
+    }
     auto const close_directory = gsl::finally([directory] { ::closedir(directory); });
     while (auto const* entry = ::readdir(directory)) {
         std::int64_t pid = 0;
