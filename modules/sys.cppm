@@ -83,7 +83,11 @@ struct directory {
 };
 
 /// The lock's directory by its path, not opened (hot paths: a look, a claim, a release).
-directory at_path(std::filesystem::path const& path);
+inline directory at_path(std::filesystem::path const& path) {
+    directory result;
+    result.path = path.empty() ? std::filesystem::path{"."} : path;
+    return result;
+}
 /// Opens a directory by its path (symlinks in the path are followed: the path is the caller's choice).
 std::error_code open_directory(std::filesystem::path const& path, directory& out);
 /// Opens the directory `name` inside `parent`, never through a symlink: not_a_directory when the name holds

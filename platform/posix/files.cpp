@@ -181,16 +181,6 @@ std::error_code create_written(directory const& at, std::string_view name, std::
     return {};
 }
 
-} // namespace
-
-directory at_path(std::filesystem::path const& path) {
-    directory result;
-    result.path = path.empty() ? std::filesystem::path{"."} : path;
-    return result;
-}
-
-namespace {
-
 std::error_code opened(int fd, std::filesystem::path path, directory& out) {
     if (fd < 0) return last_error();
     auto handle = posix::own_descriptor(fd);

@@ -174,12 +174,6 @@ std::chrono::system_clock::time_point as_time_point(LARGE_INTEGER const& ticks) 
 
 } // namespace
 
-directory at_path(std::filesystem::path const& path) {
-    directory result;
-    result.path = path.empty() ? std::filesystem::path{"."} : path;
-    return result;
-}
-
 namespace {
 
 // A directory handle keeps the directory's identity for the checks below; names inside it are still reached
