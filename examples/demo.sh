@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The openlock demo: several processes contend for one lock file through `openlock run`; every line says who holds
-# the lock and when. Then a holder is killed with SIGKILL and a waiting process takes over the stale lock.
+# the lock and when. Then a holder is killed with SIGKILL: the lock stays held while its command runs (as flock(1)'s
+# would), and once the command is killed too, a waiting process takes over the stale lock.
 # Usage: examples/demo.sh [path/to/openlock]
 set -euo pipefail
 openlock=${1:-openlock}
@@ -28,16 +29,22 @@ echo "  every turn was exclusive: $((workers * turns)) turns, one holder at a ti
 
 echo
 echo "openlock demo: a holder is killed with SIGKILL while it holds the lock"
-"$openlock" run "$lock" -- bash -c "$turn; exec sleep 30" turn doomed "$lock" 1/1 2>/dev/null &
+# The command records its process group (its own pid: openlock starts it as a group leader).
+"$openlock" run "$lock" -- bash -c 'echo $$ > "$2.group"; '"$turn"'; exec sleep 30' turn doomed "$lock" 1/1 \
+  2>/dev/null &
 doomed=$!
-while ! "$openlock" status "$lock" | grep -q "held by"; do sleep 0.01; done
+while ! "$openlock" status "$lock" | grep -q "held by" || [ ! -s "$lock.group" ]; do sleep 0.01; done
+group=$(cat "$lock.group")
 "$openlock" run --timeout 10 "$lock" -- bash -c "$turn" turn waiter "$lock" 1/1 &
 waiter=$!
 sleep 0.3
 echo "  $("$openlock" status "$lock")"
 { kill -KILL "$doomed" && wait "$doomed"; } 2>/dev/null || true
-printf "  %+8.3fs  killed openlock pid %s (its command, sleep, is orphaned and harmless)\n" \
-  "$(( $(date +%s%N) - DEMO_START_NS ))e-9" "$doomed"
+printf "  %+8.3fs  killed openlock pid %s; its command (process group %s) still runs, so the lock stays held\n" \
+  "$(( $(date +%s%N) - DEMO_START_NS ))e-9" "$doomed" "$group"
+sleep 0.5
+echo "  $("$openlock" status "$lock")"
+kill -KILL -- "-$group" 2>/dev/null || true
+printf "  %+8.3fs  killed the command's process group %s\n" "$(( $(date +%s%N) - DEMO_START_NS ))e-9" "$group"
 wait "$waiter"
-pkill -f "sleep 30" 2>/dev/null || true
 echo "  the waiter took over the stale lock; $("$openlock" status "$lock")"
