@@ -28,10 +28,8 @@ using namespace std::chrono_literals;
 namespace {
 
 namespace fs = std::filesystem;
-using system_clock = std::chrono::system_clock;
 using test::every_method;
 using test::leased;
-using test::other_host_record;
 
 } // namespace
 

@@ -24,7 +24,6 @@ namespace fs = std::filesystem;
 using system_clock = std::chrono::system_clock;
 using test::every_method;
 using test::leased;
-using test::other_host_record;
 
 } // namespace
 

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "support/records.hpp"
@@ -11,6 +12,38 @@
 import openlock;
 
 namespace test {
+
+std::string const full_record = "4242\n"
+                                "worker\n"
+                                "version=1\n"
+                                "host=build-7\n"
+                                "boot_id=5c0b7d2e-boot\n"
+                                "pid_ns=pid:[4026531836]\n"
+                                "start_time=123456789\n"
+                                "nonce=3f9a1c77e0b24d1e\n"
+                                "acquired=1700000000.123456789\n";
+
+std::string visible(std::string_view bytes) {
+    std::string out;
+    for (char const c : bytes) {
+        auto const byte = static_cast<unsigned char>(c);
+        if (c == '\n') {
+            out += "\\n";
+        } else if (byte < 0x20 || byte >= 0x7f) {
+            static constexpr char hex[] = "0123456789abcdef";
+            out += "\\x";
+            out += hex[byte >> 4];
+            out += hex[byte & 0xf];
+        } else {
+            out += c;
+        }
+    }
+    return out;
+}
+
+openlock::record_status status_of(std::string_view text) {
+    return openlock::parse_record(text).status;
+}
 
 openlock::lock_record record_of_this_process(fs::path const& directory) {
     auto const probe = directory / "probe.lock";

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <string_view>
 
 import openlock;
 
@@ -14,6 +15,13 @@ namespace test {
 inline constexpr char const* nonce_a = "0123456789abcdef0123456789abcdef";
 inline constexpr char const* nonce_b = "fedcba9876543210fedcba9876543210";
 inline constexpr char const* nonce_c = "00112233445566778899aabbccddeeff";
+
+/// A v1 record as this library writes it, with every field.
+extern std::string const full_record;
+/// Bytes shown readably in failure messages: newlines as \n, other control and non-ASCII bytes as \xNN.
+std::string visible(std::string_view bytes);
+/// What parse_record makes of the text.
+openlock::record_status status_of(std::string_view text);
 
 /// This process's own record as a real acquisition writes it (read back from `directory`/probe.lock, which
 /// is gone again): the starting point of every crafted record.
