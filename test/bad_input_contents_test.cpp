@@ -4,30 +4,10 @@
 
 #include <doctest/doctest.h>
 
-#include <algorithm>
-#include <array>
-#include <cerrno>
 #include <chrono>
-#include <climits>
-#include <cstring>
+#include <cstddef>
 #include <filesystem>
-#include <future>
-#include <initializer_list>
-#include <optional>
 #include <string>
-#include <system_error>
-#include <vector>
-
-#ifndef _WIN32
-#include <fcntl.h>
-#include <sys/mount.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/sysmacros.h>
-#include <sys/types.h>
-#include <sys/un.h>
-#include <unistd.h>
-#endif
 
 #include "support/bad_input.hpp"
 #include "support/records.hpp"

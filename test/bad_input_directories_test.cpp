@@ -4,28 +4,15 @@
 
 #include <doctest/doctest.h>
 
-#include <algorithm>
-#include <array>
 #include <cerrno>
-#include <chrono>
-#include <climits>
 #include <cstring>
 #include <filesystem>
-#include <future>
-#include <initializer_list>
 #include <optional>
-#include <string>
 #include <system_error>
-#include <vector>
+#include <utility>
 
 #ifndef _WIN32
-#include <fcntl.h>
 #include <sys/mount.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/sysmacros.h>
-#include <sys/types.h>
-#include <sys/un.h>
 #include <unistd.h>
 #endif
 
@@ -42,9 +29,6 @@ namespace {
 namespace fs = std::filesystem;
 constexpr auto const& every_method = test::every_method_and_automatic;
 using test::check_os_error;
-using test::quick;
-using test::snapshot;
-using test::time_of;
 
 #ifndef _WIN32
 // Mounts a read-only tmpfs on a directory for the test's duration.

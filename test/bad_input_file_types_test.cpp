@@ -4,23 +4,16 @@
 
 #include <doctest/doctest.h>
 
-#include <algorithm>
-#include <array>
 #include <cerrno>
 #include <chrono>
-#include <climits>
 #include <cstring>
 #include <filesystem>
 #include <future>
-#include <initializer_list>
-#include <optional>
 #include <string>
 #include <system_error>
-#include <vector>
 
 #ifndef _WIN32
 #include <fcntl.h>
-#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>

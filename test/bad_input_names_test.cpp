@@ -5,29 +5,13 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
-#include <array>
-#include <cerrno>
 #include <chrono>
 #include <climits>
-#include <cstring>
+#include <cstddef>
 #include <filesystem>
-#include <future>
-#include <initializer_list>
-#include <optional>
 #include <string>
 #include <system_error>
 #include <vector>
-
-#ifndef _WIN32
-#include <fcntl.h>
-#include <sys/mount.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/sysmacros.h>
-#include <sys/types.h>
-#include <sys/un.h>
-#include <unistd.h>
-#endif
 
 #include "support/bad_input.hpp"
 #include "support/records.hpp"
@@ -44,8 +28,6 @@ constexpr auto const& every_method = test::every_method_and_automatic;
 using test::a_real_record;
 using test::check_os_error;
 using test::quick;
-using test::snapshot;
-using test::time_of;
 
 // Every claim method takes the lock at `path` (listed in `directory` as `name`), and its release leaves
 // nothing.

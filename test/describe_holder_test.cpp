@@ -3,15 +3,7 @@
 
 #include <doctest/doctest.h>
 
-#include <chrono>
-#include <cstddef>
-#include <cstdint>
-#include <optional>
-#include <random>
-#include <string>
 #include <string_view>
-#include <utility>
-#include <vector>
 
 #include "support/records.hpp"
 
@@ -20,14 +12,6 @@ import openlock;
 using namespace std::chrono_literals;
 using namespace std::string_literals;
 using namespace std::string_view_literals;
-
-namespace {
-
-using test::full_record;
-using test::status_of;
-using test::visible;
-
-} // namespace
 
 TEST_SUITE("describe_holder") {
 

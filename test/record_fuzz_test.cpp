@@ -3,14 +3,10 @@
 
 #include <doctest/doctest.h>
 
-#include <chrono>
 #include <cstddef>
-#include <cstdint>
-#include <optional>
 #include <random>
 #include <string>
 #include <string_view>
-#include <utility>
 #include <vector>
 
 #include "support/records.hpp"
@@ -24,7 +20,6 @@ using namespace std::string_view_literals;
 namespace {
 
 using test::full_record;
-using test::status_of;
 using test::visible;
 
 } // namespace

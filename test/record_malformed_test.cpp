@@ -3,15 +3,9 @@
 
 #include <doctest/doctest.h>
 
-#include <chrono>
 #include <cstddef>
-#include <cstdint>
-#include <optional>
-#include <random>
 #include <string>
 #include <string_view>
-#include <utility>
-#include <vector>
 
 #include "support/records.hpp"
 

@@ -5,12 +5,9 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
-#include <cstddef>
 #include <cstdint>
 #include <optional>
-#include <random>
 #include <string>
-#include <string_view>
 #include <utility>
 #include <vector>
 
