@@ -19,6 +19,8 @@
 #include <unistd.h>
 #endif
 
+#include "support/records.hpp"
+
 import openlock;
 
 using namespace std::chrono_literals;
@@ -84,15 +86,7 @@ std::uint64_t start_ticks(pid_t pid) {
 // A record of a holder that is gone (a reaped child's pid) and that names `group`.
 openlock::lock_record gone_holder_with_group(fs::path const& directory, std::int64_t group,
                                              std::optional<std::uint64_t> group_start) {
-    auto const probe = directory / "probe.lock";
-    openlock::file_lock lock{probe};
-    lock.acquire();
-    auto parsed = openlock::parse_record(test::read_file(probe));
-    lock.release();
-    REQUIRE(parsed.status == openlock::record_status::ok);
-    auto record = parsed.record;
-    record.pid = test::pid_of_a_reaped_child();
-    record.nonce = other_nonce;
+    auto record = test::dead_record(directory, other_nonce);
     record.process_group = group;
     record.group_start_time = group_start;
     return record;
@@ -105,70 +99,75 @@ openlock::lock_state state_of(fs::path const& lock) {
 } // namespace
 #endif
 
-TEST_CASE("process group: a gone holder's lock is held while its group runs, and stale once it has ended") {
+TEST_SUITE("process group") {
+
+    TEST_CASE("a gone holder's lock is held while its group runs, and stale once it has ended") {
 #ifdef _WIN32
-    OPENLOCK_SKIP("Windows has no process groups: a record's group counts as gone");
+        OPENLOCK_SKIP("Windows has no process groups: a record's group counts as gone");
 #else
-    if (!fs::exists("/proc/self/stat")) OPENLOCK_SKIP("no /proc");
-    test::scratch_dir dir;
-    auto const lock = dir / "x.lock";
-    group_leader group;
-    auto const record = gone_holder_with_group(dir.path(), group.pid(), start_ticks(group.pid()));
-    test::write_file(lock, openlock::serialize_record(record));
-    CHECK(state_of(lock) == openlock::lock_state::theirs);
-    CHECK(openlock::break_lock(lock, false) == openlock::break_result::refused);
-    openlock::file_lock waiter{lock};
-    CHECK_FALSE(waiter.try_lock_for(300ms));
+        if (!fs::exists("/proc/self/stat")) OPENLOCK_SKIP("no /proc");
+        test::scratch_dir dir;
+        auto const lock = dir / "x.lock";
+        group_leader group;
+        auto const record = gone_holder_with_group(dir.path(), group.pid(), start_ticks(group.pid()));
+        test::write_file(lock, openlock::serialize_record(record));
+        CHECK(state_of(lock) == openlock::lock_state::theirs);
+        CHECK(openlock::break_lock(lock, false) == openlock::break_result::refused);
+        openlock::file_lock waiter{lock};
+        CHECK_FALSE(waiter.try_lock_for(300ms));
 
-    // Without the leader's start time the group still holds the lock.
-    auto without_start = record;
-    without_start.group_start_time.reset();
-    test::write_file(lock, openlock::serialize_record(without_start));
-    CHECK(state_of(lock) == openlock::lock_state::theirs);
+        // Without the leader's start time the group still holds the lock.
+        auto without_start = record;
+        without_start.group_start_time.reset();
+        test::write_file(lock, openlock::serialize_record(without_start));
+        CHECK(state_of(lock) == openlock::lock_state::theirs);
 
-    // The group's number now names a process with another start time: the recorded group ended.
-    auto reused = record;
-    reused.group_start_time = *record.group_start_time + 1;
-    test::write_file(lock, openlock::serialize_record(reused));
-    CHECK(state_of(lock) == openlock::lock_state::stale);
+        // The group's number now names a process with another start time: the recorded group ended.
+        auto reused = record;
+        reused.group_start_time = *record.group_start_time + 1;
+        test::write_file(lock, openlock::serialize_record(reused));
+        CHECK(state_of(lock) == openlock::lock_state::stale);
 
-    // A group of zombies holds nothing (an orphan's zombie waits for init, which may reap only now and then).
-    test::write_file(lock, openlock::serialize_record(record));
-    group.end();
-    group.wait_until_zombie();
-    CHECK(state_of(lock) == openlock::lock_state::stale);
-    group.reap();
-    CHECK(state_of(lock) == openlock::lock_state::stale);
-    CHECK(waiter.try_lock_for(2s));
-    waiter.unlock();
-    CHECK(test::names_in(dir.path()).empty());
+        // A group of zombies holds nothing (an orphan's zombie waits for init, which may reap only now and
+        // then).
+        test::write_file(lock, openlock::serialize_record(record));
+        group.end();
+        group.wait_until_zombie();
+        CHECK(state_of(lock) == openlock::lock_state::stale);
+        group.reap();
+        CHECK(state_of(lock) == openlock::lock_state::stale);
+        CHECK(waiter.try_lock_for(2s));
+        waiter.unlock();
+        CHECK(test::names_in(dir.path()).empty());
 #endif
-}
-
-TEST_CASE("process group: acquire names the group and its leader's start time in the record") {
-#ifdef _WIN32
-    OPENLOCK_SKIP("Windows has no process groups");
-#else
-    if (!fs::exists("/proc/self/stat")) OPENLOCK_SKIP("no /proc");
-    test::scratch_dir dir;
-    auto const lock = dir / "x.lock";
-    group_leader group;
-    for (auto const method : {openlock::claim_method::automatic, openlock::claim_method::hard_link,
-                              openlock::claim_method::exclusive_create}) {
-        CAPTURE(static_cast<int>(method));
-        auto settings = openlock::get_defaults();
-        settings.method = method;
-        settings.process_group = group.pid();
-        openlock::file_lock held{lock, std::nullopt, settings};
-        held.acquire();
-        auto const parsed = openlock::parse_record(test::read_file(lock));
-        REQUIRE(parsed.status == openlock::record_status::ok);
-        CHECK(parsed.record.process_group == group.pid());
-        CHECK(parsed.record.group_start_time == start_ticks(group.pid()));
-        held.release();
     }
-    auto settings = openlock::get_defaults();
-    settings.process_group = 0;
-    CHECK_THROWS_AS(openlock::validate(settings), openlock::invalid_option);
+
+    TEST_CASE("acquire names the group and its leader's start time in the record") {
+#ifdef _WIN32
+        OPENLOCK_SKIP("Windows has no process groups");
+#else
+        if (!fs::exists("/proc/self/stat")) OPENLOCK_SKIP("no /proc");
+        test::scratch_dir dir;
+        auto const lock = dir / "x.lock";
+        group_leader group;
+        for (auto const method : {openlock::claim_method::automatic, openlock::claim_method::hard_link,
+                                  openlock::claim_method::exclusive_create}) {
+            CAPTURE(static_cast<int>(method));
+            auto settings = openlock::get_defaults();
+            settings.method = method;
+            settings.process_group = group.pid();
+            openlock::file_lock held{lock, std::nullopt, settings};
+            held.acquire();
+            auto const parsed = openlock::parse_record(test::read_file(lock));
+            REQUIRE(parsed.status == openlock::record_status::ok);
+            CHECK(parsed.record.process_group == group.pid());
+            CHECK(parsed.record.group_start_time == start_ticks(group.pid()));
+            held.release();
+        }
+        auto settings = openlock::get_defaults();
+        settings.process_group = 0;
+        CHECK_THROWS_AS(openlock::validate(settings), openlock::invalid_option);
 #endif
-}
+    }
+
+} // TEST_SUITE

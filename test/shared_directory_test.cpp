@@ -14,6 +14,8 @@
 #include <sys/stat.h>
 #endif
 
+#include "support/records.hpp"
+
 import openlock;
 
 using namespace std::chrono_literals;
@@ -46,15 +48,7 @@ mode_t mode_of(fs::path const& path) {
 
 // A record of this host whose process is gone (its pid names a reaped child): provably stale.
 std::string dead_record(fs::path const& directory, std::string const& nonce) {
-    auto const probe = directory / "probe.lock";
-    openlock::file_lock lock{probe};
-    lock.acquire();
-    auto parsed = openlock::parse_record(test::read_file(probe));
-    lock.release();
-    REQUIRE(parsed.status == openlock::record_status::ok);
-    parsed.record.pid = test::pid_of_a_reaped_child();
-    parsed.record.nonce = nonce;
-    return openlock::serialize_record(parsed.record);
+    return openlock::serialize_record(test::dead_record(directory, nonce));
 }
 
 } // namespace

@@ -1,6 +1,5 @@
 // Judging a holder from its record: stale (provably gone: taken over), held (live: waited for), unknown
-// (cannot be judged here: never taken over); and the recovery of takeover guards and claim files left by dead
-// processes.
+// (cannot be judged here: never taken over).
 #include "support/support.hpp"
 
 #include <doctest/doctest.h>
@@ -26,6 +25,10 @@
 #include <unistd.h>
 #endif
 
+#include "support/diagnostics.hpp"
+#include "support/records.hpp"
+#include "support/timing.hpp"
+
 import openlock;
 
 using namespace std::chrono_literals;
@@ -33,56 +36,12 @@ using namespace std::chrono_literals;
 namespace {
 
 namespace fs = std::filesystem;
-
-constexpr char const* nonce_a = "0123456789abcdef0123456789abcdef";
-constexpr char const* nonce_b = "fedcba9876543210fedcba9876543210";
-constexpr char const* nonce_c = "00112233445566778899aabbccddeeff";
-
-// Options that keep every wait short and collect diagnostics.
-struct observed_options {
-    std::vector<openlock::diagnostic> seen;
-    openlock::options settings;
-
-    observed_options() {
-        settings.retry_period = 20ms;
-        settings.on_diagnostic = [this](openlock::diagnostic const& d) { seen.push_back(d); };
-    }
-    observed_options(observed_options const&) = delete;
-    observed_options& operator=(observed_options const&) = delete;
-
-    [[nodiscard]] bool reported(openlock::diagnostic::kind what, fs::path const& path) const {
-        return std::ranges::any_of(seen, [&](auto const& d) { return d.what == what && d.path == path; });
-    }
-    [[nodiscard]] bool reported(openlock::diagnostic::kind what) const {
-        return std::ranges::any_of(seen, [&](auto const& d) { return d.what == what; });
-    }
-};
-
-// This process's own record as a real acquisition writes it: the starting point of every crafted record.
-openlock::lock_record record_of_this_process(fs::path const& directory) {
-    auto const probe = directory / "probe.lock";
-    openlock::file_lock lock{probe};
-    lock.acquire();
-    auto const parsed = openlock::parse_record(test::read_file(probe));
-    lock.release();
-    REQUIRE(parsed.status == openlock::record_status::ok);
-    REQUIRE(parsed.record.pid == test::this_pid());
-    REQUIRE(parsed.record.start_time.has_value());
-    return parsed.record;
-}
-
-openlock::lock_record dead_record(fs::path const& directory, std::string nonce = nonce_a) {
-    auto record = record_of_this_process(directory);
-    record.pid = test::pid_of_a_reaped_child();
-    record.nonce = std::move(nonce);
-    return record;
-}
-
-std::string write_record(fs::path const& path, openlock::lock_record const& record) {
-    auto const bytes = openlock::serialize_record(record);
-    test::write_file(path, bytes);
-    return bytes;
-}
+using test::dead_record;
+using test::nonce_a;
+using test::nonce_b;
+using test::observed_options;
+using test::record_of_this_process;
+using test::write_record;
 
 #ifdef _WIN32
 // The record a process would write: this process's host and boot with its pid, image name and creation time.
@@ -297,372 +256,226 @@ private:
 
 } // namespace
 
-TEST_CASE("staleness: the pid of a process that does not exist is stale and taken over") {
-    test::scratch_dir dir;
-    check_taken_over(dir.path(), dead_record(dir.path()));
-}
+TEST_SUITE("staleness") {
 
-TEST_CASE("staleness: a pid in 2^31..2^32-1 parses but cannot exist on Linux: stale and taken over") {
-    // The record format allows pids up to 4294967295 (a Windows DWORD); pid_t is 32-bit signed and Linux's
-    // pid_max is at most 2^22, so none of these can name a process here. None may be narrowed to a negative
-    // pid_t (kill(-1, 0) would find "a process") or escape as an exception from the narrowing.
-    for (std::int64_t const pid : {std::int64_t{2147483647}, std::int64_t{2147483648},
-                                   std::int64_t{3000000000}, std::int64_t{4294967295}}) {
-        CAPTURE(pid);
+    TEST_CASE("the pid of a process that does not exist is stale and taken over") {
+        test::scratch_dir dir;
+        check_taken_over(dir.path(), dead_record(dir.path()));
+    }
+
+    TEST_CASE("a pid in 2^31..2^32-1 parses but cannot exist on Linux: stale and taken over") {
+        // The record format allows pids up to 4294967295 (a Windows DWORD); pid_t is 32-bit signed and
+        // Linux's pid_max is at most 2^22, so none of these can name a process here. None may be narrowed to
+        // a negative pid_t (kill(-1, 0) would find "a process") or escape as an exception from the narrowing.
+        for (std::int64_t const pid : {std::int64_t{2147483647}, std::int64_t{2147483648},
+                                       std::int64_t{3000000000}, std::int64_t{4294967295}}) {
+            CAPTURE(pid);
+            test::scratch_dir dir;
+            auto record = record_of_this_process(dir.path());
+            record.pid = pid;
+            record.nonce = nonce_a;
+            REQUIRE(openlock::parse_record(openlock::serialize_record(record)).record.pid == pid);
+            check_taken_over(dir.path(), record);
+            // The same through acquire() and through a forced break's judgement.
+            write_record(dir / "judged.lock", record);
+            observed_options options;
+            openlock::file_lock lock{dir / "judged.lock", std::nullopt, options.settings};
+            lock.acquire(2s);
+            CHECK(options.reported(openlock::diagnostic::kind::stale_lock_removed, dir / "judged.lock"));
+            lock.release();
+            write_record(dir / "judged.lock", record);
+            CHECK(openlock::break_lock(dir / "judged.lock", false) == openlock::break_result::removed);
+            CHECK(test::names_in(dir.path()).empty());
+        }
+    }
+
+    TEST_CASE("a pid of zero, negative or above 4294967295 is invalid_lock_file and never removed") {
+        for (std::string const pid : {"0", "-1", "-4294967295", "4294967296", "18446744073709551617"}) {
+            CAPTURE(pid);
+            test::scratch_dir dir;
+            auto const valid = openlock::serialize_record(dead_record(dir.path()));
+            auto const bytes = pid + valid.substr(valid.find('\n'));
+            auto const path = dir / "judged.lock";
+            test::write_file(path, bytes);
+            CHECK(openlock::parse_record(bytes).status == openlock::record_status::malformed);
+            CHECK(openlock::inspect(path).state == openlock::lock_state::invalid);
+            observed_options options;
+            options.settings.tries = 2;
+            openlock::file_lock lock{path, std::nullopt, options.settings};
+            CHECK_THROWS_AS(lock.acquire(2s), openlock::invalid_lock_file);
+            try {
+                CHECK_FALSE(lock.try_acquire()); // one look: busy (a writer may be mid-write) or invalid
+            } catch (openlock::invalid_lock_file const&) {
+            }
+            options.settings.tries = 1;
+            openlock::file_lock once{path, std::nullopt, options.settings};
+            CHECK_THROWS_AS((void)once.try_acquire(), openlock::invalid_lock_file);
+            CHECK(openlock::break_lock(path, false) == openlock::break_result::refused);
+            CHECK(test::read_file(path) == bytes);
+            CHECK(test::names_in(dir.path()) == std::vector<std::string>{"judged.lock"});
+        }
+    }
+
+    TEST_CASE("this pid with another start time is a reused pid and stale") {
         test::scratch_dir dir;
         auto record = record_of_this_process(dir.path());
-        record.pid = pid;
         record.nonce = nonce_a;
-        REQUIRE(openlock::parse_record(openlock::serialize_record(record)).record.pid == pid);
+        *record.start_time += 1;
         check_taken_over(dir.path(), record);
-        // The same through acquire() and through a forced break's judgement.
-        write_record(dir / "judged.lock", record);
-        observed_options options;
-        openlock::file_lock lock{dir / "judged.lock", std::nullopt, options.settings};
-        lock.acquire(2s);
-        CHECK(options.reported(openlock::diagnostic::kind::stale_lock_removed, dir / "judged.lock"));
+        record.start_time = *record.start_time - 2;
+        check_taken_over(dir.path(), record);
+    }
+
+    TEST_CASE("this pid and start time with another name is stale") {
+        test::scratch_dir dir;
+        auto record = record_of_this_process(dir.path());
+        record.nonce = nonce_a;
+        record.name = record.name == "not-this-one" ? "nor-this-one" : "not-this-one";
+        check_taken_over(dir.path(), record);
+    }
+
+    TEST_CASE("a live process with everything matching holds the lock") {
+        test::scratch_dir dir;
+        auto record = record_of_this_process(dir.path());
+        record.nonce = nonce_a; // this process, another acquisition
+        check_never_taken_over(dir.path(), openlock::serialize_record(record), openlock::lock_state::ours);
+
+        // Another live process of this host, as its own record would say.
+        sleeper other;
+        check_never_taken_over(dir.path(), openlock::serialize_record(record_of(dir.path(), other.pid())),
+                               openlock::lock_state::theirs);
+    }
+
+    TEST_CASE("another host is unknown and never taken over") {
+        test::scratch_dir dir;
+        auto record = dead_record(dir.path());
+        record.host = "another-host.example";
+        check_never_taken_over(dir.path(), openlock::serialize_record(record));
+    }
+
+    TEST_CASE("another boot_id is unknown and never taken over") {
+        test::scratch_dir dir;
+        auto record = dead_record(dir.path());
+        record.boot_id = "00000000-0000-0000-0000-000000000000";
+        check_never_taken_over(dir.path(), openlock::serialize_record(record));
+    }
+
+    TEST_CASE("another pid namespace is unknown and never taken over") {
+        test::scratch_dir dir;
+        auto record = dead_record(dir.path());
+        record.pid_namespace = "1";
+        check_never_taken_over(dir.path(), openlock::serialize_record(record));
+    }
+
+    TEST_CASE("a version 0 bare record is unknown and never taken over even for a dead pid") {
+        test::scratch_dir dir;
+        auto const dead = dead_record(dir.path());
+        auto const bytes = std::to_string(dead.pid) + "\n" + dead.name + "\n";
+        REQUIRE(openlock::parse_record(bytes).status == openlock::record_status::ok);
+        REQUIRE(openlock::parse_record(bytes).record.version == 0);
+        check_never_taken_over(dir.path(), bytes);
+    }
+
+    TEST_CASE("an unknown record version is unknown and never taken over") {
+        test::scratch_dir dir;
+        auto record = dead_record(dir.path());
+        record.version = 2;
+        auto const bytes = openlock::serialize_record(record);
+        REQUIRE(bytes.find("version=2\n") != std::string::npos);
+        REQUIRE(openlock::parse_record(bytes).status == openlock::record_status::ok);
+        check_never_taken_over(dir.path(), bytes);
+    }
+
+    TEST_CASE("a zombie holder is stale before it is reaped") {
+        test::scratch_dir dir;
+        gated_child child;
+        auto const record = record_of(dir.path(), child.pid());
+        auto const path = dir / "judged.lock";
+
+        // While it runs, the record names it exactly: held by another live process.
+        write_record(path, record);
+        CHECK(openlock::inspect(path).state == openlock::lock_state::theirs);
+        fs::remove(path);
+
+        child.exit_without_reaping();
+#ifndef _WIN32
+        auto const fields = read_proc_stat(child.pid());
+        REQUIRE(fields.has_value());
+        CHECK(fields->state == 'Z');
+        CHECK(fields->name == record.name);
+        CHECK(fields->start_time == record.start_time);
+#endif
+        check_taken_over(dir.path(), record);
+        child.reap();
+    }
+
+    // A process whose main thread has exited shows state Z in /proc/PID/stat while its other threads run: it
+    // is alive, and only a zombie with no other threads is gone (platform/linux/process.cpp).
+    TEST_CASE("a holder whose main thread exited while another thread runs is still live") {
+#ifdef _WIN32
+        OPENLOCK_SKIP(
+            "Linux /proc semantics (a main thread that exited shows state Z); Windows has no such state");
+#else
+        test::scratch_dir dir;
+        auto const path = dir / "threads.lock";
+        int ready[2];
+        REQUIRE(::pipe(ready) == 0);
+        pid_t const pid = ::fork();
+        if (pid == 0) {
+            ::close(ready[0]);
+            auto* lock = new openlock::file_lock{path}; // never released: the process keeps holding it
+            lock->acquire();
+            std::thread{[] {
+                for (;;)
+                    ::pause();
+            }}.detach();
+            (void)!::write(ready[1], "1", 1);
+            ::syscall(SYS_exit, 0); // ends the main thread only, without unwinding the test's stack
+        }
+        REQUIRE(pid > 0);
+        ::close(ready[1]);
+        char byte = 0;
+        REQUIRE(::read(ready[0], &byte, 1) == 1);
+        ::close(ready[0]);
+        for (int i = 0; i < 200; ++i) { // until the main thread is gone (a few ms)
+            auto const fields = read_proc_stat(pid);
+            if (fields && fields->state == 'Z') break;
+            std::this_thread::sleep_for(5ms);
+        }
+        CHECK(openlock::inspect(path).state == openlock::lock_state::theirs);
+        openlock::file_lock lock{path};
+        CHECK_FALSE(lock.try_acquire());
+        if (lock.owns_lock()) lock.release();
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, nullptr, 0);
+#endif
+    }
+
+    TEST_CASE("on_diagnostic receives stale_lock_removed when a stale lock is taken over") {
+        test::scratch_dir dir;
+        auto const path = dir / "diagnosed.lock";
+        auto const stale = dead_record(dir.path());
+        write_record(path, stale);
+
+        observed_options observed;
+        auto& seen = observed.seen;
+        openlock::file_lock lock{path, 2s, observed.settings};
+        lock.acquire();
+        CHECK(lock.owner()->pid == test::this_pid());
+        auto const reported = seen.all();
+        auto const removed = std::ranges::find_if(
+            reported, [](auto const& d) { return d.what == openlock::diagnostic::kind::stale_lock_removed; });
+        REQUIRE(removed != reported.end());
+        CHECK(removed->path == path);
+        CHECK(removed->detail.find(std::to_string(stale.pid)) != std::string::npos);
         lock.release();
-        write_record(dir / "judged.lock", record);
-        CHECK(openlock::break_lock(dir / "judged.lock", false) == openlock::break_result::removed);
+
+        // A plain acquire and release of a free lock reports nothing.
+        seen.clear();
+        lock.acquire();
+        lock.release();
+        CHECK(seen.empty());
         CHECK(test::names_in(dir.path()).empty());
     }
-}
 
-TEST_CASE("staleness: a pid of zero, negative or above 4294967295 is invalid_lock_file and never removed") {
-    for (std::string const pid : {"0", "-1", "-4294967295", "4294967296", "18446744073709551617"}) {
-        CAPTURE(pid);
-        test::scratch_dir dir;
-        auto const valid = openlock::serialize_record(dead_record(dir.path()));
-        auto const bytes = pid + valid.substr(valid.find('\n'));
-        auto const path = dir / "judged.lock";
-        test::write_file(path, bytes);
-        CHECK(openlock::parse_record(bytes).status == openlock::record_status::malformed);
-        CHECK(openlock::inspect(path).state == openlock::lock_state::invalid);
-        observed_options options;
-        options.settings.tries = 2;
-        openlock::file_lock lock{path, std::nullopt, options.settings};
-        CHECK_THROWS_AS(lock.acquire(2s), openlock::invalid_lock_file);
-        try {
-            CHECK_FALSE(lock.try_acquire()); // one look: busy (a writer may be mid-write) or invalid
-        } catch (openlock::invalid_lock_file const&) {
-        }
-        options.settings.tries = 1;
-        openlock::file_lock once{path, std::nullopt, options.settings};
-        CHECK_THROWS_AS((void)once.try_acquire(), openlock::invalid_lock_file);
-        CHECK(openlock::break_lock(path, false) == openlock::break_result::refused);
-        CHECK(test::read_file(path) == bytes);
-        CHECK(test::names_in(dir.path()) == std::vector<std::string>{"judged.lock"});
-    }
-}
-
-TEST_CASE("staleness: this pid with another start time is a reused pid and stale") {
-    test::scratch_dir dir;
-    auto record = record_of_this_process(dir.path());
-    record.nonce = nonce_a;
-    *record.start_time += 1;
-    check_taken_over(dir.path(), record);
-    record.start_time = *record.start_time - 2;
-    check_taken_over(dir.path(), record);
-}
-
-TEST_CASE("staleness: this pid and start time with another name is stale") {
-    test::scratch_dir dir;
-    auto record = record_of_this_process(dir.path());
-    record.nonce = nonce_a;
-    record.name = record.name == "not-this-one" ? "nor-this-one" : "not-this-one";
-    check_taken_over(dir.path(), record);
-}
-
-TEST_CASE("staleness: a live process with everything matching holds the lock") {
-    test::scratch_dir dir;
-    auto record = record_of_this_process(dir.path());
-    record.nonce = nonce_a; // this process, another acquisition
-    check_never_taken_over(dir.path(), openlock::serialize_record(record), openlock::lock_state::ours);
-
-    // Another live process of this host, as its own record would say.
-    sleeper other;
-    check_never_taken_over(dir.path(), openlock::serialize_record(record_of(dir.path(), other.pid())),
-                           openlock::lock_state::theirs);
-}
-
-TEST_CASE("staleness: another host is unknown and never taken over") {
-    test::scratch_dir dir;
-    auto record = dead_record(dir.path());
-    record.host = "another-host.example";
-    check_never_taken_over(dir.path(), openlock::serialize_record(record));
-}
-
-TEST_CASE("staleness: another boot_id is unknown and never taken over") {
-    test::scratch_dir dir;
-    auto record = dead_record(dir.path());
-    record.boot_id = "00000000-0000-0000-0000-000000000000";
-    check_never_taken_over(dir.path(), openlock::serialize_record(record));
-}
-
-TEST_CASE("staleness: another pid namespace is unknown and never taken over") {
-    test::scratch_dir dir;
-    auto record = dead_record(dir.path());
-    record.pid_namespace = "1";
-    check_never_taken_over(dir.path(), openlock::serialize_record(record));
-}
-
-TEST_CASE("staleness: a version 0 bare record is unknown and never taken over even for a dead pid") {
-    test::scratch_dir dir;
-    auto const dead = dead_record(dir.path());
-    auto const bytes = std::to_string(dead.pid) + "\n" + dead.name + "\n";
-    REQUIRE(openlock::parse_record(bytes).status == openlock::record_status::ok);
-    REQUIRE(openlock::parse_record(bytes).record.version == 0);
-    check_never_taken_over(dir.path(), bytes);
-}
-
-TEST_CASE("staleness: an unknown record version is unknown and never taken over") {
-    test::scratch_dir dir;
-    auto record = dead_record(dir.path());
-    record.version = 2;
-    auto const bytes = openlock::serialize_record(record);
-    REQUIRE(bytes.find("version=2\n") != std::string::npos);
-    REQUIRE(openlock::parse_record(bytes).status == openlock::record_status::ok);
-    check_never_taken_over(dir.path(), bytes);
-}
-
-TEST_CASE("staleness: a zombie holder is stale before it is reaped") {
-    test::scratch_dir dir;
-    gated_child child;
-    auto const record = record_of(dir.path(), child.pid());
-    auto const path = dir / "judged.lock";
-
-    // While it runs, the record names it exactly: held by another live process.
-    write_record(path, record);
-    CHECK(openlock::inspect(path).state == openlock::lock_state::theirs);
-    fs::remove(path);
-
-    child.exit_without_reaping();
-#ifndef _WIN32
-    auto const fields = read_proc_stat(child.pid());
-    REQUIRE(fields.has_value());
-    CHECK(fields->state == 'Z');
-    CHECK(fields->name == record.name);
-    CHECK(fields->start_time == record.start_time);
-#endif
-    check_taken_over(dir.path(), record);
-    child.reap();
-}
-
-TEST_CASE("guard recovery: a takeover guard left by a dead process is removed when taking over") {
-    test::scratch_dir dir;
-    auto const path = dir / "guarded.lock";
-    auto const guard = dir / "guarded.lock.takeover";
-    write_record(path, dead_record(dir.path(), nonce_a));
-    fs::create_directory(guard);
-    write_record(guard / nonce_b, dead_record(dir.path(), nonce_b));
-
-    observed_options options;
-    openlock::file_lock lock{path, 2s, options.settings};
-    lock.acquire();
-    CHECK(lock.owner()->pid == test::this_pid());
-    CHECK(options.reported(openlock::diagnostic::kind::leftover_removed, guard));
-    CHECK(options.reported(openlock::diagnostic::kind::stale_lock_removed, path));
-    CHECK_FALSE(fs::exists(guard));
-    lock.release();
-    CHECK(test::names_in(dir.path()).empty());
-}
-
-TEST_CASE("guard recovery: a guard held by a live process blocks the takeover of a stale lock") {
-    test::scratch_dir dir;
-    auto const path = dir / "blocked.lock";
-    auto const guard = dir / "blocked.lock.takeover";
-    auto const stale_bytes = write_record(path, dead_record(dir.path(), nonce_a));
-    auto live = record_of_this_process(dir.path());
-    live.nonce = nonce_b;
-    fs::create_directory(guard);
-    auto const guard_bytes = write_record(guard / nonce_b, live);
-
-    {
-        observed_options options;
-        options.settings.race_delay = 20ms;
-        openlock::file_lock lock{path, std::nullopt, options.settings};
-        try {
-            lock.acquire(300ms);
-            FAIL_CHECK("expected openlock::timeout_error");
-        } catch (openlock::timeout_error const& e) {
-            CHECK(e.holder().find("pid " + std::to_string(test::this_pid())) !=
-                  std::string::npos); // the guard's holder
-        }
-        CHECK(options.reported(openlock::diagnostic::kind::slow_system, path));
-        CHECK_FALSE(options.reported(openlock::diagnostic::kind::stale_lock_removed));
-        CHECK_FALSE(lock.try_acquire());
-        CHECK(openlock::break_lock(path, true, options.settings) == openlock::break_result::busy);
-    }
-    {
-        observed_options options;
-        options.settings.race_delay = 20ms;
-        options.settings.slow_system_exception = true;
-        openlock::file_lock lock{path, std::nullopt, options.settings};
-        try {
-            lock.acquire(2s);
-            FAIL_CHECK("expected openlock::slow_system");
-        } catch (openlock::slow_system const& e) {
-            CHECK(e.code() == openlock::errc::slow_system);
-            CHECK(e.path() == path);
-        }
-        CHECK_FALSE(lock.owns_lock());
-    }
-    // Nothing was removed while the guard was held.
-    CHECK(test::read_file(path) == stale_bytes);
-    CHECK(test::read_file(guard / nonce_b) == guard_bytes);
-    CHECK(test::names_in(dir.path()) == std::vector<std::string>{"blocked.lock", "blocked.lock.takeover"});
-
-    // Once the guard's holder lets go, the stale lock is taken over.
-    fs::remove_all(guard);
-    openlock::file_lock lock{path, 2s};
-    lock.acquire();
-    lock.release();
-    CHECK(test::names_in(dir.path()).empty());
-}
-
-TEST_CASE("guard recovery: an empty guard directory is held by nobody and never blocks a takeover") {
-    // What a release leaves where its rmdir kept failing (Windows: a reader held the owner file open while it
-    // was removed, so its name stayed listed). A directory cannot be renamed onto another there.
-    test::scratch_dir dir;
-    auto const path = dir / "emptied.lock";
-    auto const guard = dir / "emptied.lock.takeover";
-    write_record(path, dead_record(dir.path(), nonce_a));
-    fs::create_directory(guard);
-
-    openlock::file_lock lock{path, 2s};
-    lock.acquire();
-    CHECK(lock.owner()->pid == test::this_pid());
-    lock.release();
-    CHECK(test::names_in(dir.path()).empty());
-}
-
-TEST_CASE(
-    "guard recovery: a forced break removes a guard stuck for over a minute by a process not alive here") {
-    test::scratch_dir dir;
-    auto const path = dir / "stuck.lock";
-    auto const guard = dir / "stuck.lock.takeover";
-    auto const lock_bytes = write_record(path, dead_record(dir.path(), nonce_a)); // stale: taken over
-    auto elsewhere = dead_record(dir.path(), nonce_b);
-    elsewhere.host = "another-host.example"; // a takeover there crashed while it held the guard
-    fs::create_directory(guard);
-    auto const guard_bytes = write_record(guard / nonce_b, elsewhere);
-    auto const unchanged = [&] {
-        return test::read_file(path) == lock_bytes && test::read_file(guard / nonce_b) == guard_bytes;
-    };
-    auto const age = [&](std::chrono::seconds seconds) {
-        fs::last_write_time(guard / nonce_b, fs::file_time_type::clock::now() - seconds);
-    };
-
-    // A guard is held for a takeover's few system calls: a young one may be in use, so even force waits.
-    age(30s);
-    CHECK(openlock::break_lock(path, true) == openlock::break_result::busy);
-    CHECK(unchanged());
-
-    // Old, but only a forced break removes it: acquires and plain breaks wait for it, as for any guard.
-    age(120s);
-    observed_options options;
-    openlock::file_lock lock{path, std::nullopt, options.settings};
-    CHECK_FALSE(lock.try_acquire());
-    CHECK(openlock::break_lock(path, false, options.settings) == openlock::break_result::busy);
-    CHECK(unchanged());
-    CHECK_FALSE(options.reported(openlock::diagnostic::kind::leftover_removed));
-
-    // Its owner is alive here: never removed, however old.
-    auto live = record_of_this_process(dir.path());
-    live.nonce = nonce_b;
-    auto const live_bytes = write_record(guard / nonce_b, live);
-    age(120s);
-    CHECK(openlock::break_lock(path, true, options.settings) == openlock::break_result::busy);
-    CHECK(test::read_file(guard / nonce_b) == live_bytes);
-
-    // Old and owned by a process that cannot be judged here: the forced break removes guard and lock.
-    write_record(guard / nonce_b, elsewhere);
-    age(120s);
-    CHECK(openlock::break_lock(path, true, options.settings) == openlock::break_result::removed);
-    CHECK(options.reported(openlock::diagnostic::kind::leftover_removed, guard));
-    CHECK(test::names_in(dir.path()).empty());
-    CHECK(lock.try_acquire());
-    lock.release();
-}
-
-TEST_CASE("guard recovery: claim files of dead processes are swept at takeover and live ones kept") {
-    test::scratch_dir dir;
-    auto const path = dir / "swept.lock";
-    write_record(path, dead_record(dir.path(), nonce_a));
-    auto const dead_claim = dir / (std::string{"swept.lock.claim."} + nonce_b);
-    write_record(dead_claim, dead_record(dir.path(), nonce_b));
-    auto live = record_of_this_process(dir.path());
-    live.nonce = nonce_c;
-    auto const live_claim = dir / (std::string{"swept.lock.claim."} + nonce_c);
-    auto const live_bytes = write_record(live_claim, live);
-    // A staging directory of a dead process's guard, left half-made.
-    auto const staging = dir / (std::string{"swept.lock.takeover."} + nonce_b);
-    fs::create_directory(staging);
-    write_record(staging / nonce_b, dead_record(dir.path(), nonce_b));
-
-    observed_options options;
-    openlock::file_lock lock{path, 2s, options.settings};
-    lock.acquire();
-    CHECK(options.reported(openlock::diagnostic::kind::leftover_removed, dead_claim));
-    CHECK(options.reported(openlock::diagnostic::kind::leftover_removed, staging));
-    CHECK_FALSE(options.reported(openlock::diagnostic::kind::leftover_removed, live_claim));
-    lock.release();
-    CHECK(test::read_file(live_claim) == live_bytes);
-    CHECK(test::names_in(dir.path()) == std::vector<std::string>{live_claim.filename().string()});
-}
-
-// A process whose main thread has exited shows state Z in /proc/PID/stat while its other threads run: it
-// is alive, and only a zombie with no other threads is gone (platform/linux/process.cpp).
-TEST_CASE("staleness: a holder whose main thread exited while another thread runs is still live") {
-#ifdef _WIN32
-    OPENLOCK_SKIP(
-        "Linux /proc semantics (a main thread that exited shows state Z); Windows has no such state");
-#else
-    test::scratch_dir dir;
-    auto const path = dir / "threads.lock";
-    int ready[2];
-    REQUIRE(::pipe(ready) == 0);
-    pid_t const pid = ::fork();
-    if (pid == 0) {
-        ::close(ready[0]);
-        auto* lock = new openlock::file_lock{path}; // never released: the process keeps holding it
-        lock->acquire();
-        std::thread{[] {
-            for (;;)
-                ::pause();
-        }}.detach();
-        (void)!::write(ready[1], "1", 1);
-        ::syscall(SYS_exit, 0); // ends the main thread only, without unwinding the test's stack
-    }
-    REQUIRE(pid > 0);
-    ::close(ready[1]);
-    char byte = 0;
-    REQUIRE(::read(ready[0], &byte, 1) == 1);
-    ::close(ready[0]);
-    for (int i = 0; i < 200; ++i) { // until the main thread is gone (a few ms)
-        auto const fields = read_proc_stat(pid);
-        if (fields && fields->state == 'Z') break;
-        std::this_thread::sleep_for(5ms);
-    }
-    CHECK(openlock::inspect(path).state == openlock::lock_state::theirs);
-    openlock::file_lock lock{path};
-    CHECK_FALSE(lock.try_acquire());
-    if (lock.owns_lock()) lock.release();
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
-#endif
-}
-
-// The sweep of leftover claim files matches the exact "<stem>.claim.<32 hex>" shape, so another lock whose
-// name merely starts like a claim file is never unlinked without that lock's own guard.
-TEST_CASE("guard recovery: the sweep leaves another lock named like a claim file alone") {
-    test::scratch_dir dir;
-    auto const path = dir / "x.lock";
-    write_record(path, dead_record(dir.path(), nonce_a));
-    auto const other_lock = dir / "x.lock.claim.db";
-    auto const other_bytes = write_record(other_lock, dead_record(dir.path(), nonce_b));
-    openlock::file_lock lock{path, 2s};
-    lock.acquire();
-    lock.release();
-    CHECK(test::read_file(other_lock) == other_bytes);
-}
+} // TEST_SUITE

@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -42,6 +43,10 @@ private:
     fs::path path_;
 };
 
+/// Whether `part` occurs in `text`.
+inline bool contains(std::string const& text, std::string_view part) {
+    return text.find(part) != std::string::npos;
+}
 /// Writes bytes to a file, replacing it.
 void write_file(fs::path const& path, std::string const& bytes);
 /// Reads a whole file; empty when absent.
