@@ -146,9 +146,9 @@ TEST_SUITE("cli safety") {
 #ifdef _WIN32
         OPENLOCK_SKIP("ulimit -n and inherited descriptors are POSIX shell features");
 #elif defined(OPENLOCK_SANITIZED)
-        // UBSan checks a dynamic type by writing the memory to a pipe; with no descriptor left that pipe fails
-        // and it reports a bad vptr that is not there, aborting openlock while it holds the lock. The dev
-        // build runs this test.
+        // UBSan checks a dynamic type by writing the memory to a pipe; with no descriptor left that pipe
+        // fails and it reports a bad vptr that is not there, aborting openlock while it holds the lock. The
+        // dev build runs this test.
         OPENLOCK_SKIP("the sanitizers' own checks need descriptors that this test takes away");
 #else
         test::scratch_dir dir;
