@@ -273,7 +273,7 @@ acquisition::next acquisition::step(failure& error) {
             continue;
         }
         if (breakable(judged)) {
-            auto const takeover = remove_observed(lock_file, seen, false, settings, error);
+            auto const takeover = take_over(lock_file, seen, takeover_mode::breakable_only, settings, error);
             if (takeover.result == takeover_result::failed) return next::failed;
             if (takeover.result != takeover_result::busy) {
                 guard_busy_since_.reset();
@@ -537,7 +537,7 @@ file_lock::~file_lock() {
 void file_lock::acquire() {
     if (impl_->timeout) return acquire_for(*impl_->timeout);
     detail::failure error;
-    if (!acquire_blocking(*impl_, std::nullopt, error)) detail::raise(error);
+    if (!acquire_blocking(*impl_, std::nullopt, error)) detail::throw_failure(error);
 }
 
 void file_lock::acquire(std::error_code& error) noexcept {
@@ -548,7 +548,7 @@ void file_lock::acquire(std::error_code& error) noexcept {
 
 void file_lock::acquire_for(duration timeout) {
     detail::failure error;
-    if (!acquire_blocking(*impl_, detail::deadline_after(timeout), error)) detail::raise(error);
+    if (!acquire_blocking(*impl_, detail::deadline_after(timeout), error)) detail::throw_failure(error);
 }
 
 void file_lock::acquire_for(duration timeout, std::error_code& error) noexcept {
@@ -561,7 +561,7 @@ bool file_lock::try_acquire_for(duration timeout) {
     detail::failure error;
     if (acquire_blocking(*impl_, detail::deadline_after(timeout), error)) return true;
     if (error.code == errc::timeout) return false;
-    detail::raise(error);
+    detail::throw_failure(error);
 }
 
 bool file_lock::try_acquire() {
@@ -579,7 +579,7 @@ bool file_lock::try_acquire(std::error_code& error) noexcept {
 
 void file_lock::release() {
     detail::failure error;
-    if (!impl_->release(error)) detail::raise(error);
+    if (!impl_->release(error)) detail::throw_failure(error);
 }
 
 void file_lock::release(std::error_code& error) noexcept {
@@ -615,7 +615,7 @@ bool file_lock::owns_lock() const noexcept {
 std::optional<lock_record> file_lock::owner() const {
     detail::observation seen;
     detail::failure failure;
-    if (!detail::observe(impl_->lock_file, seen, failure)) detail::raise(failure);
+    if (!detail::observe(impl_->lock_file, seen, failure)) detail::throw_failure(failure);
     if (seen.what != detail::observation::kind::held ||
         detail::breakable(detail::judge(seen, impl_->settings)))
         return std::nullopt;

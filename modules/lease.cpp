@@ -150,7 +150,7 @@ void file_lock::impl::keep_alive(std::stop_token stop) {
 
 void file_lock::refresh() {
     detail::failure error;
-    if (!refresh_held(*impl_, error)) detail::raise(error);
+    if (!refresh_held(*impl_, error)) detail::throw_failure(error);
 }
 
 void file_lock::refresh(std::error_code& error) noexcept {

@@ -23,8 +23,8 @@ struct failure {
     std::string detail;
 };
 
-/// Throws the exception type that matches failure.code.
-[[noreturn]] void raise(failure const& what);
+/// Throws the exception type that matches failure.code (defined in errors.cpp).
+[[noreturn]] void throw_failure(failure const& what);
 
 /// Whether the holder a record names still holds the lock.
 enum class verdict {
@@ -159,10 +159,16 @@ struct takeover_report {
     takeover_result result = takeover_result::failed;
     std::string guard_holder; ///< when busy
 };
-/// Removes exactly the observed lock file, serialized with every other takeover by the guard directory
-/// "<lock>.takeover". Without `force`, only a stale record is removed; with it, whatever was observed.
-takeover_report remove_observed(std::filesystem::path const& lock_file, observation const& observed,
-                                bool force, options const& settings, failure& error);
+/// Which lock files a takeover may remove.
+enum class takeover_mode {
+    breakable_only, ///< only a record judged stale or expired (breakable())
+    forced,         ///< whatever was observed (break_lock with force, after an operator checked); a takeover
+                    ///< guard stuck for over a minute whose owner is not alive here is removed too
+};
+/// The takeover: removes exactly the observed lock file, serialized with every other takeover by the guard
+/// directory "<lock>.takeover", then sweeps what dead processes left beside it.
+takeover_report take_over(std::filesystem::path const& lock_file, observation const& observed,
+                          takeover_mode mode, options const& settings, failure& error);
 
 enum class refresh_result {
     refreshed, ///< the lease now ends at the new expiry

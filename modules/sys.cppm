@@ -64,7 +64,7 @@ process_state local_process_group_state(std::int64_t group, std::optional<std::u
 /// 128 bits from the OS's cryptographic random source (what a nonce is made of); throws std::system_error.
 std::array<unsigned char, 16> random_128_bits();
 
-/// A directory that names are looked up in (docs/protocol.md 2.4, "Names are resolved from a directory
+/// A directory that names are looked up in (docs/protocol.md 2.2, "Names are resolved from a directory
 /// handle"). Opened (open_directory, open_subdirectory), a name inside it always means an entry of this very
 /// directory, whoever renames it or puts a symlink at its path meanwhile. Not opened (at_path), each call
 /// resolves `path` again: only for the lock's own directory, whose path is the caller's and whose ancestors
