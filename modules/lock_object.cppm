@@ -1,5 +1,7 @@
 // :lock_object — what one file_lock object keeps, and the protocol loop as a step machine that the blocking
 // (file_lock.cpp) and the asynchronous (async.cpp) paths both drive. Internal: nothing here is exported.
+// Defined in: acquisition.cpp (acquisition, backoff, deadlines), path_gate.cpp (path_gate, the impl's gate
+// functions), held_locks.cpp (held_locks), file_lock.cpp (hold, release), lease.cpp (keep-alive).
 module;
 #include <atomic>
 #include <boost/asio/any_io_executor.hpp>
