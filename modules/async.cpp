@@ -1,5 +1,5 @@
-// async_acquire: the protocol loop of lock_state.cppm driven by a coroutine on the caller's executor, so that
-// no thread blocks and a thousand waiters share one io_context thread.
+// async_acquire: the acquisition loop (acquisition.cpp) driven by a coroutine on the caller's executor, so
+// that no thread blocks and a thousand waiters share one io_context thread.
 module;
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
@@ -24,7 +24,7 @@ module;
 #include <system_error>
 
 module openlock;
-import :lock_state;
+import :lock_object;
 import :protocol;
 import :sys;
 

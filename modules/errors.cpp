@@ -1,9 +1,12 @@
+// The error vocabulary at work: the "openlock" error category, the exception types, and throw_failure,
+// which turns a failed step's code into the exception that matches it (modules/errors.cppm).
 module;
 #include <filesystem>
 #include <string>
 #include <system_error>
 
 module openlock;
+import :protocol;
 
 namespace openlock {
 namespace {
@@ -71,4 +74,29 @@ not_locked::not_locked(std::filesystem::path path, std::string const& detail)
 slow_system::slow_system(std::filesystem::path path, std::string const& detail)
     : lock_error(errc::slow_system, std::move(path), detail) {}
 
+namespace detail {
+
+[[noreturn]] void throw_failure(failure const& what) {
+    if (what.code.category() == openlock_category()) {
+        switch (static_cast<errc>(what.code.value())) {
+        case errc::timeout:
+            throw timeout_error(what.path, what.detail);
+        case errc::invalid_release:
+            throw invalid_release(what.path);
+        case errc::invalid_lock_file:
+            throw invalid_lock_file(what.path, what.detail);
+        case errc::invalid_option:
+            throw invalid_option(what.detail);
+        case errc::already_locked:
+            throw already_locked(what.path);
+        case errc::not_locked:
+            throw not_locked(what.path, what.detail);
+        case errc::slow_system:
+            throw slow_system(what.path, what.detail);
+        }
+    }
+    throw lock_error(what.code, what.path, what.detail);
+}
+
+} // namespace detail
 } // namespace openlock

@@ -199,7 +199,7 @@ private:
                              boost::asio::any_completion_handler<void(boost::system::error_code)> handler);
 
 public:
-    struct impl; ///< internal (modules/lock_state.cppm)
+    struct impl; ///< internal (modules/lock_object.cppm)
 
 private:
     std::shared_ptr<impl> impl_; // shared with pending asynchronous operations

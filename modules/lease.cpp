@@ -1,5 +1,5 @@
-// Leases on a file_lock: refresh, expiration, state, still_held and the keep-alive thread
-// (docs/protocol.md, "Leases").
+// Leases on a file_lock (docs/protocol.md 11): refresh, expiration, lifetime, state, still_held, and the
+// keep-alive thread that refreshes a held lease.
 module;
 #include <chrono>
 #include <condition_variable>
@@ -14,7 +14,7 @@ module;
 #include <thread>
 
 module openlock;
-import :lock_state;
+import :lock_object;
 import :protocol;
 import :sys;
 
@@ -150,7 +150,7 @@ void file_lock::impl::keep_alive(std::stop_token stop) {
 
 void file_lock::refresh() {
     detail::failure error;
-    if (!refresh_held(*impl_, error)) detail::raise(error);
+    if (!refresh_held(*impl_, error)) detail::throw_failure(error);
 }
 
 void file_lock::refresh(std::error_code& error) noexcept {
@@ -181,24 +181,6 @@ lock_state file_lock::state() const {
 
 lock_state file_lock::state(std::error_code& error) const noexcept {
     return inspect(impl_->lock_file, impl_->settings, error).state;
-}
-
-void file_lock::unlock() noexcept {
-    std::error_code error;
-    release(error);
-    if (!error || !impl_->settings.on_diagnostic) return;
-    try {
-        impl_->settings.on_diagnostic(
-            {error == errc::not_locked ? diagnostic::kind::lock_lost : diagnostic::kind::release_failed,
-             impl_->lock_file, error.message()});
-    } catch (...) {
-        // a throwing callback must not end the process from a destructor
-    }
-}
-
-std::uint64_t file_lock::token() const noexcept {
-    std::lock_guard guard{impl_->mutex};
-    return impl_->owned_here() ? impl_->held->token.value_or(0) : 0;
 }
 
 bool file_lock::still_held() const {

@@ -1,3 +1,5 @@
+// Options (modules/options.cppm): the process-wide defaults, validate(), and what an option set comes to
+// (the effective lease, the flufl.lock separator).
 module;
 #include <chrono>
 #include <filesystem>

@@ -1,5 +1,33 @@
 // :protocol — the portable steps of docs/protocol.md (claim, judge, guarded takeover, release), shared by
 // file_lock and the inspection functions. Internal: nothing here is exported.
+//
+// Map: the step of docs/protocol.md (section), the function that does it, and its file in modules/.
+//   2.1 helper names ........ helper_stem, helper_name, guard_path, token_path ... protocol_names.cpp
+//   2.2 directory handles ... by_path, open_lock_directory, remove_if_unchanged .. protocol_names.cpp
+//   3   record, nonce ....... make_record (claim.cpp), random_nonce (protocol_names.cpp), record.cpp
+//   4.1 choosing the method . resolve_method, is_local ........................... claim.cpp
+//   4.2-4.3 the claim ....... try_claim (then observe, to decide the outcome) ..... claim.cpp
+//   4.4 ownership proof ..... still_ours ......................................... release.cpp
+//   5   judging a holder .... observe, judge, left_by_dead_process ............... judge.cpp
+//   6   the acquire loop .... acquisition::step ................................. acquisition.cpp
+//   7.2 the takeover guard .. takeover_guard::try_hold, remove_dead_owner_directory takeover_guard.cpp
+//   7.3 under the guard ..... take_over ......................................... takeover.cpp
+//   7.4 sweep ............... sweep_leftovers (called by take_over) .............. takeover.cpp
+//   8   waiting ............. sys::wake_sources ................. platform/<os>/wake_sources.cpp
+//   8.5 pre-staged claim .... stage_claim, staged_claim_ready .................... claim.cpp
+//   9.1 in-process gate ..... file_lock::impl::enter_gate, gate_for .............. path_gate.cpp
+//   10  release ............. release_claim ..................................... release.cpp
+//   10  exit ................ held_locks ........................................ held_locks.cpp
+//   10  inspection, break ... inspect, break_lock (take_over, forced) ............ status.cpp
+//   11.2 judging a lease .... lease_expiry, judge ............................... judge.cpp
+//   11.4 refresh ............ refresh_claim ..................................... release.cpp
+//   11.5 keep-alive ......... file_lock::impl::keep_alive ....................... lease.cpp
+//   11.8 fencing tokens ..... read_last_token, raise_last_token .................. fencing.cpp
+//   11.9 flufl.lock ......... name_flufl_claim (claim.cpp), remove_flufl_claim (takeover.cpp)
+// An acquire: file_lock::acquire (file_lock.cpp) -> acquire_blocking -> enter_gate (path_gate.cpp) ->
+// acquisition::step (acquisition.cpp) -> try_claim (claim.cpp) -> observe, judge (judge.cpp) -> take_over
+// (takeover.cpp) -> takeover_guard::try_hold (takeover_guard.cpp) -> sweep_leftovers (takeover.cpp).
+// Shared helpers of these units: :protocol_internals (protocol_internals.cppm).
 module;
 #include <chrono>
 #include <cstdint>
@@ -23,8 +51,8 @@ struct failure {
     std::string detail;
 };
 
-/// Throws the exception type that matches failure.code.
-[[noreturn]] void raise(failure const& what);
+/// Throws the exception type that matches failure.code (defined in errors.cpp).
+[[noreturn]] void throw_failure(failure const& what);
 
 /// Whether the holder a record names still holds the lock.
 enum class verdict {
@@ -159,10 +187,16 @@ struct takeover_report {
     takeover_result result = takeover_result::failed;
     std::string guard_holder; ///< when busy
 };
-/// Removes exactly the observed lock file, serialized with every other takeover by the guard directory
-/// "<lock>.takeover". Without `force`, only a stale record is removed; with it, whatever was observed.
-takeover_report remove_observed(std::filesystem::path const& lock_file, observation const& observed,
-                                bool force, options const& settings, failure& error);
+/// Which lock files a takeover may remove.
+enum class takeover_mode {
+    breakable_only, ///< only a record judged stale or expired (breakable())
+    forced,         ///< whatever was observed (break_lock with force, after an operator checked); a takeover
+                    ///< guard stuck for over a minute whose owner is not alive here is removed too
+};
+/// The takeover: removes exactly the observed lock file, serialized with every other takeover by the guard
+/// directory "<lock>.takeover", then sweeps what dead processes left beside it.
+takeover_report take_over(std::filesystem::path const& lock_file, observation const& observed,
+                          takeover_mode mode, options const& settings, failure& error);
 
 enum class refresh_result {
     refreshed, ///< the lease now ends at the new expiry

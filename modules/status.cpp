@@ -1,3 +1,5 @@
+// Inspection and break (docs/protocol.md 10): inspect() says what holds a lock path, break_lock() removes a
+// stale lock (or, forced, any lock) through the takeover (take_over, takeover.cpp).
 module;
 #include <filesystem>
 #include <optional>
@@ -35,7 +37,7 @@ char const* to_string(lock_state state) noexcept {
 lock_status inspect(std::filesystem::path const& lock_file, options const& settings) {
     detail::observation seen;
     detail::failure failure;
-    if (!detail::observe(lock_file, seen, failure)) detail::raise(failure);
+    if (!detail::observe(lock_file, seen, failure)) detail::throw_failure(failure);
     lock_status status;
     switch (seen.what) {
     case detail::observation::kind::absent:
@@ -101,21 +103,23 @@ break_result break_lock(std::filesystem::path const& lock_file, bool force, opti
     for (int attempt = 0; attempt < 100; ++attempt) {
         detail::observation seen;
         detail::failure failure;
-        if (!detail::observe(lock_file, seen, failure)) detail::raise(failure);
+        if (!detail::observe(lock_file, seen, failure)) detail::throw_failure(failure);
         if (seen.what == detail::observation::kind::absent) return break_result::nothing_to_break;
         bool const stale =
             seen.what == detail::observation::kind::held && detail::breakable(detail::judge(seen, settings));
         if (!stale && !force) return break_result::refused;
         if (seen.what == detail::observation::kind::invalid && !seen.content_problem)
             return break_result::refused; // a symlink, directory or device is never ours to remove
-        auto const takeover = detail::remove_observed(lock_file, seen, force, settings, failure);
+        auto const takeover = detail::take_over(
+            lock_file, seen, force ? detail::takeover_mode::forced : detail::takeover_mode::breakable_only,
+            settings, failure);
         switch (takeover.result) {
         case detail::takeover_result::removed:
             return break_result::removed;
         case detail::takeover_result::busy:
             return break_result::busy;
         case detail::takeover_result::failed:
-            detail::raise(failure);
+            detail::throw_failure(failure);
         case detail::takeover_result::changed:
             break; // look again
         }

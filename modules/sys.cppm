@@ -64,7 +64,7 @@ process_state local_process_group_state(std::int64_t group, std::optional<std::u
 /// 128 bits from the OS's cryptographic random source (what a nonce is made of); throws std::system_error.
 std::array<unsigned char, 16> random_128_bits();
 
-/// A directory that names are looked up in (docs/protocol.md 2.4, "Names are resolved from a directory
+/// A directory that names are looked up in (docs/protocol.md 2.2, "Names are resolved from a directory
 /// handle"). Opened (open_directory, open_subdirectory), a name inside it always means an entry of this very
 /// directory, whoever renames it or puts a symlink at its path meanwhile. Not opened (at_path), each call
 /// resolves `path` again: only for the lock's own directory, whose path is the caller's and whose ancestors
@@ -186,15 +186,21 @@ bool is_network_file_system(std::filesystem::path const& directory);
 /// but the holder (a break, a takeover): waiters that rely on the holder's ring would sleep through them.
 void ring_doorbell(std::filesystem::path const& lock_file, std::uint64_t identity) noexcept;
 
+/// Whether a waiter listens on the lock's doorbell (docs/protocol.md 8.6).
+enum class doorbell_use { listen, none };
+/// Whether directory events end a waiter's waits.
+enum class directory_events { on, off };
+
 /// What a waiter sleeps on until the lock may have changed hands: changes to the lock's (or its guard's) name
 /// in its directory, the exit of a holder on this host, and the lock's doorbell. Where events are unavailable
 /// it simply sleeps.
 class wake_sources {
 public:
-    /// Starts watching; a change after this point is queued until drained or waited for. With `doorbell` it
-    /// also listens on the lock's doorbell, made if missing, where the OS has doorbells (docs/protocol.md
-    /// 8.6): a release rung there wakes one listener instead of every waiter.
-    wake_sources(std::filesystem::path const& lock_file, std::filesystem::path const& guard, bool doorbell);
+    /// Starts watching; a change after this point is queued until drained or waited for. With
+    /// doorbell_use::listen it also listens on the lock's doorbell, made if missing, where the OS has
+    /// doorbells (docs/protocol.md 8.6): a release rung there wakes one listener instead of every waiter.
+    wake_sources(std::filesystem::path const& lock_file, std::filesystem::path const& guard,
+                 doorbell_use bell);
     wake_sources(wake_sources const&) = delete;
     wake_sources& operator=(wake_sources const&) = delete;
     ~wake_sources();
@@ -218,7 +224,7 @@ public:
     [[nodiscard]] bool watches_holder() const noexcept;
     /// Directory events end waits unless turned off (a holder that rings the doorbell needs none). Turning
     /// them back on returns true: a change before that went unseen, so look again before waiting.
-    bool want_directory_events(bool wanted);
+    bool set_directory_events(directory_events setting);
 
 private:
     struct impl;

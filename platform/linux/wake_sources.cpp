@@ -589,7 +589,7 @@ bool is_network_file_system(std::filesystem::path const& directory) {
 struct wake_sources::impl : waiter {};
 
 wake_sources::wake_sources(std::filesystem::path const& lock_file, std::filesystem::path const& guard,
-                           bool doorbell)
+                           doorbell_use bell_use)
     : impl_(std::make_unique<impl>()) {
     auto& self = *impl_;
     auto directory = lock_file.parent_path();
@@ -599,7 +599,7 @@ wake_sources::wake_sources(std::filesystem::path const& lock_file, std::filesyst
     self.guard_name = guard.filename().string();
     self.owner_pid = current_pid();
     if (is_network_file_system(directory)) return;
-    auto const bell = doorbell ? doorbell_name(lock_file) : std::string{};
+    auto const bell = bell_use == doorbell_use::listen ? doorbell_name(lock_file) : std::string{};
     auto& hub = watcher::instance();
     std::lock_guard guard_hub{hub.mutex};
     if (!hub.usable()) return; // no events: sleep-polling
@@ -653,7 +653,8 @@ void wake_sources::ring() noexcept {
     (void)!::write(impl_->bell, &byte, 1); // full (nobody has read for a long time): it is rung already
 }
 
-bool wake_sources::want_directory_events(bool wanted) {
+bool wake_sources::set_directory_events(directory_events setting) {
+    bool const wanted = setting == directory_events::on;
     auto& self = *impl_;
     if (!self.events) return false;
     auto& hub = watcher::instance();

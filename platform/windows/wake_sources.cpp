@@ -120,7 +120,7 @@ struct wake_sources::impl {
 // No doorbell on Windows: a waiter is woken by the directory change (a named pipe or event could carry one,
 // docs/protocol.md 8.6), so directory events always stay on.
 wake_sources::wake_sources(std::filesystem::path const& lock_file, std::filesystem::path const& guard,
-                           bool /*doorbell*/)
+                           doorbell_use /*bell_use*/)
     : impl_(std::make_unique<impl>()) {
     auto directory = lock_file.parent_path();
     if (directory.empty()) directory = ".";
@@ -153,7 +153,7 @@ bool wake_sources::watches_holder() const noexcept {
     return impl_->holder.valid();
 }
 
-bool wake_sources::want_directory_events(bool /*wanted*/) {
+bool wake_sources::set_directory_events(directory_events /*setting*/) {
     return false; // always on: there is no doorbell to rely on instead
 }
 

@@ -1,5 +1,7 @@
-// :lock_state — what one file_lock object keeps, and the protocol loop as a step machine that the blocking
+// :lock_object — what one file_lock object keeps, and the protocol loop as a step machine that the blocking
 // (file_lock.cpp) and the asynchronous (async.cpp) paths both drive. Internal: nothing here is exported.
+// Defined in: acquisition.cpp (acquisition, backoff, deadlines), path_gate.cpp (path_gate, the impl's gate
+// functions), held_locks.cpp (held_locks), file_lock.cpp (hold, release), lease.cpp (keep-alive).
 module;
 #include <atomic>
 #include <boost/asio/any_io_executor.hpp>
@@ -18,7 +20,7 @@ module;
 #include <thread>
 #include <vector>
 
-module openlock:lock_state;
+module openlock:lock_object;
 import :errors;
 import :file_lock;
 import :options;
@@ -33,8 +35,8 @@ using deadline = std::optional<clock::time_point>;
 /// now + timeout, or none when that does not fit (waits that long are forever).
 deadline deadline_after(std::chrono::nanoseconds timeout);
 bool expired(deadline const& until);
-/// min(pause, time left), never negative.
-std::chrono::nanoseconds limited(std::chrono::nanoseconds pause, deadline const& until);
+/// min(pause, time left), never negative: a pause that ends no later than the deadline.
+std::chrono::nanoseconds capped_to_deadline(std::chrono::nanoseconds pause, deadline const& until);
 
 /// Jittered exponential backoff from about a millisecond up to retry_period.
 class backoff {
@@ -187,7 +189,9 @@ public:
     void woken_by_event();
 
 private:
-    next wait(std::chrono::nanoseconds pause, bool events_may_end_it = true);
+    /// How a wait's pause may end: at the first event (or its end), or only at its end.
+    enum class pause_end { at_an_event, in_full };
+    next wait(std::chrono::nanoseconds pause, pause_end end = pause_end::at_an_event);
     void give_back(claim const& attempt);
 
     file_lock::impl& lock_;
