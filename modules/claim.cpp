@@ -87,8 +87,9 @@ claim_result try_claim(fs::path const& lock_file, claim_method method, bool loca
             if (!code) return claim_result::acquired;
         } else {
             if (out.claim_file.empty())
-                out.claim_file = lock_file.parent_path() / helper_name(lock_file, ".claim." + out.nonce);
-            auto const claim_name = out.claim_file.filename().string();
+                out.claim_file =
+                    sys::at_path(lock_file.parent_path()) / helper_name(lock_file, ".claim." + out.nonce);
+            auto const claim_name = sys::name_text(out.claim_file.filename());
             auto creation = sys::create_exclusive(directory, claim_name, text, out.identity);
             // flufl.lock reads a lease's end from the file time only: it must be set before the link shows
             // it.
@@ -124,7 +125,7 @@ claim_result try_claim(fs::path const& lock_file, claim_method method, bool loca
     bool const readable = observe(lock_file, seen, unreadable);
     if (readable && seen.what == observation::kind::held && seen.record.nonce == out.nonce)
         return claim_result::acquired;
-    if (!out.claim_file.empty()) sys::remove_file(directory, out.claim_file.filename().string());
+    if (!out.claim_file.empty()) sys::remove_file(directory, sys::name_text(out.claim_file.filename()));
     if (staged && readable && code == std::errc::file_exists) {
         // Taken, and EEXIST is certain (local): our file got no name, nobody has seen its nonce. It is kept
         // for the next attempt. Any other answer may hide a link that worked: that nonce is an orphan

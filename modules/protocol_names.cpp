@@ -46,7 +46,7 @@ bool is_nonce(std::string_view text) {
 // (".takeover." + 32-hex nonce, 42 bytes) within NAME_MAX, a prefix of it plus a hash of all of it.
 std::string helper_stem(fs::path const& lock_file) {
     constexpr std::size_t longest_plain = 255 - 42;
-    auto const name = lock_file.filename().string();
+    auto const name = sys::name_text(lock_file.filename());
     if (name.size() <= longest_plain) return name;
     std::uint64_t hash = 14695981039346656037ull; // FNV-1a
     for (unsigned char const c : name)
@@ -63,15 +63,15 @@ std::string helper_name(fs::path const& lock_file, std::string const& suffix) {
 }
 
 fs::path guard_path(fs::path const& lock_file) {
-    return lock_file.parent_path() / helper_name(lock_file, ".takeover");
+    return sys::at_path(lock_file.parent_path()) / helper_name(lock_file, ".takeover");
 }
 
 fs::path token_path(fs::path const& lock_file) {
-    return lock_file.parent_path() / helper_name(lock_file, ".token");
+    return sys::at_path(lock_file.parent_path()) / helper_name(lock_file, ".token");
 }
 
 std::string name_of(fs::path const& lock_file) {
-    return lock_file.filename().string();
+    return sys::name_text(lock_file.filename());
 }
 
 // The lock's directory, resolved by path on every call: for the hot steps on the lock file itself (a look, a

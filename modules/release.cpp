@@ -61,7 +61,7 @@ bool release_claim(fs::path const& lock_file, claim const& held, failure& error)
         error = unclear;
         return false;
     }
-    if (!held.claim_file.empty()) sys::remove_file(directory, held.claim_file.filename().string());
+    if (!held.claim_file.empty()) sys::remove_file(directory, sys::name_text(held.claim_file.filename()));
     if (ours) return true;
     error = {errc::not_locked, lock_file, "the lock file was removed or replaced while held"};
     return false;
@@ -91,8 +91,9 @@ refresh_result refresh_claim(fs::path const& lock_file, claim const& held, std::
     }
     auto const new_end = lease_end(std::chrono::system_clock::now(), lifetime);
     // Our own inode, through our descriptor or our unique claim name: never another holder's file.
-    auto const code = held.pin ? sys::set_modified(held.pin, new_end)
-                               : sys::set_modified(directory, held.claim_file.filename().string(), new_end);
+    auto const code = held.pin
+                          ? sys::set_modified(held.pin, new_end)
+                          : sys::set_modified(directory, sys::name_text(held.claim_file.filename()), new_end);
     if (code) {
         error = {code, lock_file, "cannot refresh the lease"};
         return refresh_result::failed;
@@ -117,7 +118,8 @@ bool still_ours(fs::path const& lock_file, claim const& held, failure& error) {
             // (only we make that name), so the inode seen at the lock path was ours.
             sys::file_identity claim_there;
             if (held.claim_file.empty() ||
-                (!sys::identify(by_path(lock_file), held.claim_file.filename().string(), claim_there) &&
+                (!sys::identify(by_path(lock_file), sys::name_text(held.claim_file.filename()),
+                                claim_there) &&
                  claim_there == held.identity))
                 return true;
         }

@@ -78,9 +78,18 @@ struct directory {
     /// whatever the library creates inside gets the same (docs/security.md), whatever the umask.
     unsigned access = 0;
     [[nodiscard]] bool is_open() const noexcept { return handle != nullptr; }
-    /// The path of a name inside (for messages only).
-    [[nodiscard]] std::filesystem::path operator/(std::string_view name) const { return path / name; }
+    /// The path of a name inside (UTF-8, as name_text gives it).
+    [[nodiscard]] std::filesystem::path operator/(std::string_view name) const {
+        return path / std::filesystem::path(std::u8string(name.begin(), name.end()));
+    }
 };
+
+/// A file name as the protocol handles names: UTF-8 (on Windows path::string() would lose what the ANSI code
+/// page cannot say; on POSIX the bytes are unchanged).
+inline std::string name_text(std::filesystem::path const& name) {
+    auto const text = name.u8string();
+    return {text.begin(), text.end()};
+}
 
 /// The lock's directory by its path, not opened (hot paths: a look, a claim, a release).
 inline directory at_path(std::filesystem::path const& path) {

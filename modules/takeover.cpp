@@ -123,7 +123,7 @@ namespace {
 // (in the lock's directory whatever path the holder used) and removed only when it holds that same name.
 void remove_flufl_claim(sys::directory const& directory, fs::path const& lock_file,
                         observation const& removed) {
-    auto const named = fs::path{removed.record.claim_file}.filename().string();
+    auto const named = sys::name_text(fs::path{removed.record.claim_file}.filename());
     auto const prefix = name_of(lock_file);
     if (!named.starts_with(prefix) || named.size() == prefix.size()) return;
     sys::file_content content;

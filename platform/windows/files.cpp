@@ -402,7 +402,7 @@ std::error_code list_directory(directory const& at, std::vector<std::string>& na
     do {
         std::wstring_view const name{found.cFileName};
         // The same narrow form as path::string(), which the callers use to build these names again.
-        if (name != L"." && name != L"..") names.push_back(std::filesystem::path{name}.string());
+        if (name != L"." && name != L"..") names.push_back(name_text(std::filesystem::path{name}));
     } while (::FindNextFileW(search, &found));
     auto const code = ::GetLastError();
     return code == ERROR_NO_MORE_FILES ? std::error_code{} : win32::error_of(code);
