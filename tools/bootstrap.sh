@@ -10,7 +10,7 @@ cmake_version=4.3.1
 packages=(
   clang-19 clang-tools-19 lld-19 libclang-rt-19-dev llvm-19
   libboost1.81-dev doctest-dev libmsgsl-dev libbenchmark-dev
-  ninja-build clang-format-19 git ca-certificates spin bindfs fuse3 sshfs openssh-server
+  ninja-build clang-format-19 clang-tidy-19 git ca-certificates spin bindfs fuse3 sshfs openssh-server
   python3-flufl.lock procps
   # test/multiuser (root): useradd/groupadd/usermod, setpriv/setsid, python3 for its checks.
   passwd util-linux python3
