@@ -42,8 +42,8 @@ struct slot_state {
     static constexpr int kill_history = 64;
     std::atomic<std::int64_t> kill_sent_ns[kill_history]{};
     std::atomic<std::uint32_t> killed_generation[kill_history]{};
-    std::atomic<std::uint32_t> holding{
-        0}; ///< between acquire returning and release starting; 2: waiting to die
+    /// between acquire returning and release starting; 2: waiting to die
+    std::atomic<std::uint32_t> holding{0};
     std::atomic<std::uint32_t> kill_request{0}; ///< set by the supervisor: stop while holding, to be killed
     std::atomic<std::uint64_t> acquisitions{0};
     std::atomic<std::uint64_t> completed{0}; ///< critical sections whose counter write is done (cumulative)
