@@ -227,6 +227,7 @@ held_command::held_command(std::vector<std::string> const& command) : impl_(std:
 #endif
     // Everything the child needs is made before the fork: after it, it only reads, fills in and execs.
     std::vector<char*> argv;
+    argv.reserve(self.command.size() + 1);
     for (auto const& argument : self.command)
         argv.push_back(const_cast<char*>(argument.c_str()));
     argv.push_back(nullptr);

@@ -48,7 +48,7 @@ int main(int argc, char** argv) {
         std::string_view const command = arguments[1];
         auto const rest = arguments.subspan(2);
         if (command == "--help" || command == "-h" || command == "help") {
-            std::fputs(usage_text.data(), stdout);
+            std::fwrite(usage_text.data(), 1, usage_text.size(), stdout);
             return success;
         }
         if (command == "--version") {
