@@ -15,6 +15,13 @@
 #   examples/consumer/       a separate project (the CI consumer section builds it against the installed package)
 #   *.hpp                    headers have no entry of their own: they are checked through the units that include
 #                            them (HeaderFilterRegex in .clang-tidy)
+#
+# Units with findings that their owners are fixing: modules/, platform/ and test/ are being rewritten on other
+# branches, so their findings are reported (the house-habits report lists them), not edited here. Their findings
+# are printed but do not fail the run, unless TIDY_STRICT=1. Remove a unit once it is clean; never add one of
+# cli/, bench/, torture/, fuzz/ or examples/ (fix those).
+pending=(
+)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=$(cd "${1:-$here/build/dev}" && pwd)
@@ -55,7 +62,7 @@ tidy_one() {
     printf 'tidy: ok    %-40s %3ds\n' "${unit#"$here"/}" $((SECONDS - started))
   else
     printf 'tidy: FAIL  %-40s %3ds\n' "${unit#"$here"/}" $((SECONDS - started))
-    touch "$log.failed"
+    echo "${unit#"$here"/}" >"$log.failed"
   fi
 }
 export -f tidy_one
@@ -63,13 +70,21 @@ export -f tidy_one
 started=$SECONDS
 printf '%s\0' "${units[@]}" | xargs -0 -n 1 -P "$jobs" bash -c 'tidy_one "$1"' tidy_one
 failed=0
+tolerated=0
 for marker in "$logs"/*.failed; do
   [ -e "$marker" ] || continue
-  failed=$((failed + 1))
+  unit=$(head -n 1 "$marker")
+  note=""
+  if [ "${TIDY_STRICT:-0}" != 1 ] && printf '%s\n' "${pending[@]}" | grep -qxF "$unit"; then
+    tolerated=$((tolerated + 1))
+    note=" (pending: its owner fixes it; does not fail the run)"
+  else
+    failed=$((failed + 1))
+  fi
   echo
-  echo "---- ${marker%.failed}:"
+  echo "---- $unit$note:"
   grep -v -e '^[0-9]* warnings\? generated\.$' -e '^[0-9]* warnings\? and [0-9]* errors\? generated\.$' \
     "${marker%.failed}" || true
 done
-echo "tools/tidy.sh: ${#units[@]} units in $((SECONDS - started))s, $failed with findings"
+echo "tools/tidy.sh: ${#units[@]} units in $((SECONDS - started))s, $failed with findings, $tolerated pending with findings"
 [ "$failed" -eq 0 ]
