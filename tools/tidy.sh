@@ -3,11 +3,13 @@
 # tree, two at a time; every finding is an error (WarningsAsErrors), and the run exits 1 if any unit had one.
 # Usage: bash tools/tidy.sh [BUILD_DIR] [FILE...]   (default build/dev; FILEs: only those units)
 #
-# The build must have its module BMIs (target `openlock`): clang-tidy reads the module interface units (.cppm),
+# The build must be built (not only configured): clang-tidy reads the module interface units (.cppm),
 # the implementation units (`module openlock;`) and the units that `import openlock;` through the same
 # -fmodule-file= maps the compiler used (the @...modmap response files named in compile_commands.json), so it must
 # be clang-tidy of the compiler's exact version (19.1.7 for clang++-19 19.1.7: a BMI of another version is refused,
-# "module file ... is incompatible"). CMAKE_EXPORT_COMPILE_COMMANDS is ON in CMakeLists.txt for every preset.
+# "module file ... is incompatible"). A unit whose target was not built has no modmap yet: "error: no such file or
+# directory: '@torture/CMakeFiles/openlock-torture.dir/main.cpp.o.modmap'" and "error: module 'openlock' not
+# found". CMAKE_EXPORT_COMPILE_COMMANDS is ON in CMakeLists.txt for every preset.
 #
 # What it cannot read, and so does not check (not in the Linux dev build's compile_commands.json):
 #   platform/windows/*.cpp   Windows only (preset windows-cross; mingw headers, no compile database kept for it)
@@ -33,7 +35,7 @@ jobs=${TIDY_JOBS:-2}
 command -v "$tidy" >/dev/null || { echo "tools/tidy.sh: $tidy is missing (tools/bootstrap.sh installs it)" >&2; exit 2; }
 [ -f "$db" ] || { echo "tools/tidy.sh: $db is missing (configure the build)" >&2; exit 2; }
 [ -n "$(find "$build" -name openlock.pcm -print -quit)" ] ||
-  { echo "tools/tidy.sh: no openlock.pcm in $build (tools/cmake --build $build --target openlock)" >&2; exit 2; }
+  { echo "tools/tidy.sh: no openlock.pcm in $build (build it first: tools/cmake --build $build)" >&2; exit 2; }
 
 if [ $# -gt 0 ]; then
   units=()
