@@ -307,7 +307,7 @@ int main(int argc, char** argv) {
             static_cast<unsigned long long>(result.throttled),
             static_cast<unsigned long long>(result.throttled_periods), result.throttled_seconds,
             static_cast<unsigned long long>(result.violations),
-            static_cast<unsigned long long>(result.errors + result.release_errors), result.leftovers,
+            static_cast<unsigned long long>(result.errors) + result.release_errors, result.leftovers,
             result.elapsed, verdict(result).c_str());
         std::fflush(stdout);
         total.acquisitions += result.acquisitions;

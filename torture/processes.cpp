@@ -42,12 +42,12 @@ std::vector<std::string> supervisor::worker_environment(bool faults) const {
     environment.push_back("FAULT_PCT=" + std::to_string(config_.fault_pct));
     environment.push_back("FAULT_MATCH=" + ("/" / lock_directory_name(config_)).string());
     for (auto const& kind : config_.faults) {
-        if (kind == "link_eio") environment.push_back("FAULT_LINK_EIO=1");
-        if (kind == "excl_eexist") environment.push_back("FAULT_EXCL_EEXIST=1");
+        if (kind == "link_eio") environment.emplace_back("FAULT_LINK_EIO=1");
+        if (kind == "excl_eexist") environment.emplace_back("FAULT_EXCL_EEXIST=1");
         if (kind == "delay")
             environment.push_back("FAULT_DELAY_US=" + std::to_string(config_.fault_delay_us));
-        if (kind == "enospc") environment.push_back("FAULT_ENOSPC=1");
-        if (kind == "eacces") environment.push_back("FAULT_EACCES=1");
+        if (kind == "enospc") environment.emplace_back("FAULT_ENOSPC=1");
+        if (kind == "eacces") environment.emplace_back("FAULT_EACCES=1");
     }
     return environment;
 }
@@ -60,6 +60,8 @@ void supervisor::spawn(std::uint32_t slot, bool hold) {
     auto const environment = worker_environment(!hold);
     std::vector<char*> argv;
     std::vector<char*> envp;
+    argv.reserve(arguments.size() + 1);
+    envp.reserve(environment.size() + 1);
     for (auto const& a : arguments)
         argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);

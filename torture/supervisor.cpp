@@ -57,8 +57,7 @@ run_result supervisor::run() {
 
     result_.elapsed = static_cast<double>(monotonic_ns() - started) / 1e9;
     result_.allow_known = config_.allow_known;
-    for (int slot = 0; slot < max_slots; ++slot) {
-        auto const& s = shared_->slots[slot];
+    for (auto const& s : shared_->slots) {
         result_.acquisitions += s.acquisitions.load();
         result_.completed += s.completed.load();
         result_.errors += s.errors.load();

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <chrono>
 #include <climits>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -341,7 +342,8 @@ inline percentiles percentiles_of(std::vector<std::int64_t> samples) {
     if (samples.empty()) return result;
     std::sort(samples.begin(), samples.end());
     auto const at = [&](double fraction) {
-        auto const rank = static_cast<std::size_t>(fraction * static_cast<double>(samples.size() - 1) + 0.5);
+        auto const rank =
+            static_cast<std::size_t>(std::lround(fraction * static_cast<double>(samples.size() - 1)));
         return static_cast<double>(samples[rank]) / 1000.0;
     };
     result.p50_us = at(0.50);

@@ -77,6 +77,7 @@ std::optional<settings> parse(int argc, char** argv) {
         if (arg.starts_with("--dir="))
             chosen.directory = value;
         else if (arg.starts_with("--seconds="))
+            // NOLINTNEXTLINE(bugprone-branch-clone): clang-tidy 19 mistakes it for --method's body
             chosen.seconds = std::chrono::duration<double>{std::stod(value)};
         else if (arg.starts_with("--stale-rounds="))
             chosen.stale_rounds = std::stoi(value);

@@ -336,7 +336,7 @@ crowd_result run_crowd(int waiters, fs::path const& directory) {
         };
         int failures = 0;
         for (int i = 0; i < waiters; ++i)
-            asio::co_spawn(io, waiter(), [&](std::exception_ptr thrown) {
+            asio::co_spawn(io, waiter(), [&](std::exception_ptr const& thrown) {
                 if (thrown) ++failures;
             });
         io.run_for(200ms); // every waiter started and parked
