@@ -10,17 +10,17 @@
  *   FAULT_EACCES=1       open, link, unlink, mkdir, rmdir and rename fail with EACCES without acting
  * It cannot see raw syscall() or static binaries (testbeds.md). Each process draws from its own generator,
  * seeded from its pid and the clock. */
+#include <cerrno>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
 #include <dlfcn.h>
-#include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
-#include <time.h>
 #include <unistd.h>
 
 extern "C" {
@@ -39,10 +39,10 @@ static unsigned char tracked[TRACKED_FDS]; /* fds opened on a matching path: can
 
 static int enabled(const char* name) {
     const char* value = getenv(name);
-    return value != NULL && *value != '\0' && strcmp(value, "0") != 0;
+    return value != nullptr && *value != '\0' && strcmp(value, "0") != 0;
 }
 
-static void configure(void) {
+static void configure() {
     if (config.ready) return;
     const char* percent = getenv("FAULT_PCT");
     config.percent = percent ? atof(percent) : 5.0;
@@ -56,7 +56,7 @@ static void configure(void) {
     config.ready = 1;
 }
 
-static uint64_t next_random(void) {
+static uint64_t next_random() {
     if (random_state == 0) {
         struct timespec now;
         clock_gettime(CLOCK_MONOTONIC, &now);
@@ -71,10 +71,10 @@ static uint64_t next_random(void) {
 
 static int matches(const char* path) {
     configure();
-    return path != NULL && (config.match == NULL || strstr(path, config.match) != NULL);
+    return path != nullptr && (config.match == nullptr || strstr(path, config.match) != nullptr);
 }
 
-static int roll(void) {
+static int roll() {
     return (double)(next_random() % 1000000) < config.percent * 10000.0;
 }
 
@@ -85,7 +85,7 @@ static int inject(int wanted, const char* path) {
 static void delay(const char* path) {
     if (config.delay_us > 0 && matches(path) && roll()) {
         struct timespec pause = {0, (long)(next_random() % (uint64_t)config.delay_us) * 1000L};
-        nanosleep(&pause, NULL);
+        nanosleep(&pause, nullptr);
     }
 }
 
@@ -103,8 +103,8 @@ static int creates(int flags) {
 }
 
 static int open_faulted(int dirfd, const char* path, int flags, mode_t mode, int at) {
-    typedef int (*open_type)(const char*, int, ...);
-    typedef int (*openat_type)(int, const char*, int, ...);
+    using open_type = int (*)(const char*, int, ...);
+    using openat_type = int (*)(int, const char*, int, ...);
     REAL(open, open_type);
     REAL(openat, openat_type);
     if (inject(config.enospc, path) && creates(flags)) return fail(ENOSPC);
@@ -155,14 +155,14 @@ int openat64(int dirfd, const char* path, int flags, ...) {
 }
 
 int close(int fd) {
-    typedef int (*close_type)(int);
+    using close_type = int (*)(int);
     REAL(close, close_type);
     if (fd >= 0 && fd < TRACKED_FDS) tracked[fd] = 0;
     return real_close(fd);
 }
 
 ssize_t write(int fd, const void* buffer, size_t size) {
-    typedef ssize_t (*write_type)(int, const void*, size_t);
+    using write_type = ssize_t (*)(int, const void*, size_t);
     REAL(write, write_type);
     configure();
     if (fd >= 0 && fd < TRACKED_FDS && tracked[fd] && config.enospc && roll()) return fail(ENOSPC);
@@ -171,8 +171,8 @@ ssize_t write(int fd, const void* buffer, size_t size) {
 
 static int link_common(int at, int olddirfd, const char* oldpath, int newdirfd, const char* newpath,
                        int flags) {
-    typedef int (*link_type)(const char*, const char*);
-    typedef int (*linkat_type)(int, const char*, int, const char*, int);
+    using link_type = int (*)(const char*, const char*);
+    using linkat_type = int (*)(int, const char*, int, const char*, int);
     REAL(link, link_type);
     REAL(linkat, linkat_type);
     if (inject(config.enospc, newpath)) return fail(ENOSPC);
@@ -202,7 +202,7 @@ int linkat(int olddirfd, const char* oldpath, int newdirfd, const char* newpath,
     } while (0)
 
 int unlink(const char* path) {
-    typedef int (*unlink_type)(const char*);
+    using unlink_type = int (*)(const char*);
     REAL(unlink, unlink_type);
     BEFORE(path, 0);
     int result = real_unlink(path);
@@ -211,7 +211,7 @@ int unlink(const char* path) {
 }
 
 int unlinkat(int dirfd, const char* path, int flags) {
-    typedef int (*unlinkat_type)(int, const char*, int);
+    using unlinkat_type = int (*)(int, const char*, int);
     REAL(unlinkat, unlinkat_type);
     BEFORE(path, 0);
     int result = real_unlinkat(dirfd, path, flags);
@@ -220,7 +220,7 @@ int unlinkat(int dirfd, const char* path, int flags) {
 }
 
 int rmdir(const char* path) {
-    typedef int (*rmdir_type)(const char*);
+    using rmdir_type = int (*)(const char*);
     REAL(rmdir, rmdir_type);
     BEFORE(path, 0);
     int result = real_rmdir(path);
@@ -229,7 +229,7 @@ int rmdir(const char* path) {
 }
 
 int mkdir(const char* path, mode_t mode) {
-    typedef int (*mkdir_type)(const char*, mode_t);
+    using mkdir_type = int (*)(const char*, mode_t);
     REAL(mkdir, mkdir_type);
     BEFORE(path, 1);
     int result = real_mkdir(path, mode);
@@ -238,7 +238,7 @@ int mkdir(const char* path, mode_t mode) {
 }
 
 int mkdirat(int dirfd, const char* path, mode_t mode) {
-    typedef int (*mkdirat_type)(int, const char*, mode_t);
+    using mkdirat_type = int (*)(int, const char*, mode_t);
     REAL(mkdirat, mkdirat_type);
     BEFORE(path, 1);
     int result = real_mkdirat(dirfd, path, mode);
@@ -247,7 +247,7 @@ int mkdirat(int dirfd, const char* path, mode_t mode) {
 }
 
 int rename(const char* oldpath, const char* newpath) {
-    typedef int (*rename_type)(const char*, const char*);
+    using rename_type = int (*)(const char*, const char*);
     REAL(rename, rename_type);
     BEFORE(newpath, 1);
     int result = real_rename(oldpath, newpath);
@@ -256,7 +256,7 @@ int rename(const char* oldpath, const char* newpath) {
 }
 
 int renameat(int olddirfd, const char* oldpath, int newdirfd, const char* newpath) {
-    typedef int (*renameat_type)(int, const char*, int, const char*);
+    using renameat_type = int (*)(int, const char*, int, const char*);
     REAL(renameat, renameat_type);
     BEFORE(newpath, 1);
     int result = real_renameat(olddirfd, oldpath, newdirfd, newpath);
@@ -265,7 +265,7 @@ int renameat(int olddirfd, const char* oldpath, int newdirfd, const char* newpat
 }
 
 int renameat2(int olddirfd, const char* oldpath, int newdirfd, const char* newpath, unsigned int flags) {
-    typedef int (*renameat2_type)(int, const char*, int, const char*, unsigned int);
+    using renameat2_type = int (*)(int, const char*, int, const char*, unsigned int);
     REAL(renameat2, renameat2_type);
     BEFORE(newpath, 1);
     int result = real_renameat2(olddirfd, oldpath, newdirfd, newpath, flags);
