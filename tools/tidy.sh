@@ -25,23 +25,26 @@
 pending=(
 )
 set -euo pipefail
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-build=$(cd "${1:-$here/build/dev}" && pwd)
-shift || true
-db=$build/compile_commands.json
-tidy=${CLANG_TIDY:-clang-tidy-19}
-jobs=${TIDY_JOBS:-2}
+# All of the run is in main, called together with exit on the last line: an edit of this file during a run
+# (bash reads a script as it runs) cannot make it run shifted text.
+main() {
+  here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+  build=$(cd "${1:-$here/build/dev}" && pwd)
+  shift || true
+  db=$build/compile_commands.json
+  tidy=${CLANG_TIDY:-clang-tidy-19}
+  jobs=${TIDY_JOBS:-2}
 
-command -v "$tidy" >/dev/null || { echo "tools/tidy.sh: $tidy is missing (tools/bootstrap.sh installs it)" >&2; exit 2; }
-[ -f "$db" ] || { echo "tools/tidy.sh: $db is missing (configure the build)" >&2; exit 2; }
-[ -n "$(find "$build" -name openlock.pcm -print -quit)" ] ||
-  { echo "tools/tidy.sh: no openlock.pcm in $build (build it first: tools/cmake --build $build)" >&2; exit 2; }
+  command -v "$tidy" >/dev/null || { echo "tools/tidy.sh: $tidy is missing (tools/bootstrap.sh installs it)" >&2; exit 2; }
+  [ -f "$db" ] || { echo "tools/tidy.sh: $db is missing (configure the build)" >&2; exit 2; }
+  [ -n "$(find "$build" -name openlock.pcm -print -quit)" ] ||
+    { echo "tools/tidy.sh: no openlock.pcm in $build (build it first: tools/cmake --build $build)" >&2; exit 2; }
 
-if [ $# -gt 0 ]; then
-  units=()
-  for file in "$@"; do units+=("$(cd "$(dirname "$file")" && pwd)/$(basename "$file")"); done
-else
-  mapfile -t units < <(python3 - "$db" "$here" "$build" <<'PY'
+  if [ $# -gt 0 ]; then
+    units=()
+    for file in "$@"; do units+=("$(cd "$(dirname "$file")" && pwd)/$(basename "$file")"); done
+  else
+    mapfile -t units < <(python3 - "$db" "$here" "$build" <<'PY'
 import json, os, sys
 db, source, build = sys.argv[1:]
 files = {os.path.realpath(os.path.join(e["directory"], e["file"])) for e in json.load(open(db))}
@@ -49,44 +52,46 @@ for f in sorted(files):
     if f.startswith(source + "/") and not f.startswith(build + "/"):
         print(f)
 PY
-  )
-fi
-[ ${#units[@]} -gt 0 ] || { echo "tools/tidy.sh: no units in $db" >&2; exit 2; }
+    )
+  fi
+  [ ${#units[@]} -gt 0 ] || { echo "tools/tidy.sh: no units in $db" >&2; exit 2; }
 
-logs=$(mktemp -d)
-trap 'rm -rf "$logs"' EXIT
-export tidy build logs here
-tidy_one() {
-  local unit=$1 log started
-  log=$logs/$(echo "${unit#"$here"/}" | tr / _).log
+  logs=$(mktemp -d)
+  trap 'rm -rf "$logs"' EXIT
+  export tidy build logs here
+  tidy_one() {
+    local unit=$1 log started
+    log=$logs/$(echo "${unit#"$here"/}" | tr / _).log
+    started=$SECONDS
+    if "$tidy" -p "$build" --quiet "$unit" >"$log" 2>&1; then
+      printf 'tidy: ok    %-40s %3ds\n' "${unit#"$here"/}" $((SECONDS - started))
+    else
+      printf 'tidy: FAIL  %-40s %3ds\n' "${unit#"$here"/}" $((SECONDS - started))
+      echo "${unit#"$here"/}" >"$log.failed"
+    fi
+  }
+  export -f tidy_one
+
   started=$SECONDS
-  if "$tidy" -p "$build" --quiet "$unit" >"$log" 2>&1; then
-    printf 'tidy: ok    %-40s %3ds\n' "${unit#"$here"/}" $((SECONDS - started))
-  else
-    printf 'tidy: FAIL  %-40s %3ds\n' "${unit#"$here"/}" $((SECONDS - started))
-    echo "${unit#"$here"/}" >"$log.failed"
-  fi
+  printf '%s\0' "${units[@]}" | xargs -0 -n 1 -P "$jobs" bash -c 'tidy_one "$1"' tidy_one
+  failed=0
+  tolerated=0
+  for marker in "$logs"/*.failed; do
+    [ -e "$marker" ] || continue
+    unit=$(head -n 1 "$marker")
+    note=""
+    if [ "${TIDY_STRICT:-0}" != 1 ] && printf '%s\n' "${pending[@]}" | grep -qxF "$unit"; then
+      tolerated=$((tolerated + 1))
+      note=" (pending: its owner fixes it; does not fail the run)"
+    else
+      failed=$((failed + 1))
+    fi
+    echo
+    echo "---- $unit$note:"
+    grep -v -e '^[0-9]* warnings\? generated\.$' -e '^[0-9]* warnings\? and [0-9]* errors\? generated\.$' \
+      "${marker%.failed}" || true
+  done
+  echo "tools/tidy.sh: ${#units[@]} units in $((SECONDS - started))s, $failed with findings, $tolerated pending with findings"
+  [ "$failed" -eq 0 ]
 }
-export -f tidy_one
-
-started=$SECONDS
-printf '%s\0' "${units[@]}" | xargs -0 -n 1 -P "$jobs" bash -c 'tidy_one "$1"' tidy_one
-failed=0
-tolerated=0
-for marker in "$logs"/*.failed; do
-  [ -e "$marker" ] || continue
-  unit=$(head -n 1 "$marker")
-  note=""
-  if [ "${TIDY_STRICT:-0}" != 1 ] && printf '%s\n' "${pending[@]}" | grep -qxF "$unit"; then
-    tolerated=$((tolerated + 1))
-    note=" (pending: its owner fixes it; does not fail the run)"
-  else
-    failed=$((failed + 1))
-  fi
-  echo
-  echo "---- $unit$note:"
-  grep -v -e '^[0-9]* warnings\? generated\.$' -e '^[0-9]* warnings\? and [0-9]* errors\? generated\.$' \
-    "${marker%.failed}" || true
-done
-echo "tools/tidy.sh: ${#units[@]} units in $((SECONDS - started))s, $failed with findings, $tolerated pending with findings"
-[ "$failed" -eq 0 ]
+main "$@"; exit $?

@@ -36,6 +36,7 @@
 #include <system_error>
 #include <time.h>
 #include <unistd.h>
+#include <utility>
 #include <vector>
 
 namespace handoff {

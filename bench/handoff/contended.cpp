@@ -168,7 +168,7 @@ bool run_worker(method m, fs::path const& lock_file, board& b, int me, loop_shap
         std::exception_ptr failure;
         run_account account{b, me};
         asio::co_spawn(io, async_worker(lock, b, me, shape, samples),
-                       [&](std::exception_ptr thrown) { failure = thrown; });
+                       [&](std::exception_ptr thrown) { failure = std::move(thrown); });
         io.run();
         if (failure) std::rethrow_exception(failure);
         return true;
@@ -195,6 +195,7 @@ contended_row run_contended(method m, int processes, loop_shape shape, fs::path 
     shared<std::uint32_t> samples{samples_per_process * static_cast<std::size_t>(processes)};
     pipe_pair start;
     std::vector<child> workers;
+    workers.reserve(static_cast<std::size_t>(processes));
     for (int me = 0; me < processes; ++me)
         workers.push_back(spawn([&, me] {
             start.close_write();

@@ -66,7 +66,7 @@ bool acquire_once_and_release(method m, fs::path const& lock_file) {
                 co_await lock.async_acquire(asio::use_awaitable);
                 lock.release();
             },
-            [&](std::exception_ptr thrown) { failure = thrown; });
+            [&](std::exception_ptr thrown) { failure = std::move(thrown); });
         io.run();
         if (failure) std::rethrow_exception(failure);
         return true;
@@ -99,10 +99,12 @@ parked_result run_parked(method m, int waiters, fs::path const& directory, std::
     let_go.close_read();
     held.receive();
     std::vector<child> waiting;
+    waiting.reserve(static_cast<std::size_t>(waiters));
     for (int me = 0; me < waiters; ++me)
         waiting.push_back(spawn([&] { return acquire_once_and_release(m, lock_file); }));
     sleep_ns(200'000'000); // started, looked, and settled into the wait
     std::vector<std::int64_t> before;
+    before.reserve(waiting.size());
     for (auto const& w : waiting)
         before.push_back(cpu_of(w.pid));
     auto const began = monotonic_ns();
@@ -204,7 +206,7 @@ stale_result run_stale(method m, int rounds, fs::path const& directory) {
                         acquired_at->store(monotonic_ns());
                         lock.release();
                     },
-                    [](std::exception_ptr thrown) {
+                    [](std::exception_ptr const& thrown) {
                         if (thrown) std::rethrow_exception(thrown);
                     });
                 io.run();
