@@ -23,6 +23,30 @@
 # are printed but do not fail the run, unless TIDY_STRICT=1. Remove a unit once it is clean; never add one of
 # cli/, bench/, torture/, fuzz/ or examples/ (fix those).
 pending=(
+  # 2026-12-07, clang-tidy 19.1.7 over build/dev: test/ units mostly for test/support/support.hpp:123 (a macro
+  # argument without parentheses, reported in every unit that includes it).
+  modules/async.cpp
+  modules/lease.cpp
+  modules/protocol.cpp
+  test/bad_input_test.cpp
+  test/async_test.cpp
+  test/cli_safety_test.cpp
+  test/cli_test.cpp
+  test/doorbell_test.cpp
+  test/errors_test.cpp
+  test/file_lock_test.cpp
+  test/flufl_test.cpp
+  test/multiprocess_test.cpp
+  test/lease_test.cpp
+  test/multiuser/swapper.cpp
+  test/options_test.cpp
+  test/process_group_test.cpp
+  test/record_test.cpp
+  test/resources_test.cpp
+  test/shared_directory_test.cpp
+  test/staleness_test.cpp
+  test/support/support.cpp
+  test/threads_test.cpp
 )
 set -euo pipefail
 # All of the run is in main, called together with exit on the last line: an edit of this file during a run
