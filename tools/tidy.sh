@@ -6,8 +6,8 @@
 # The build must be built (not only configured): clang-tidy reads the module interface units (.cppm),
 # the implementation units (`module openlock;`) and the units that `import openlock;` through the same
 # -fmodule-file= maps the compiler used (the @...modmap response files named in compile_commands.json), so it must
-# be clang-tidy of the compiler's exact version (19.1.7 for clang++-19 19.1.7: a BMI of another version is refused,
-# "module file ... is incompatible"). A unit whose target was not built has no modmap yet: "error: no such file or
+# be clang-tidy of the compiler's exact version (clang-tidy-19 and clang++-19 are both 19.1.7 here; a BMI of
+# another clang version is refused: not tried here).
 # directory: '@torture/CMakeFiles/openlock-torture.dir/main.cpp.o.modmap'" and "error: module 'openlock' not
 # found". CMAKE_EXPORT_COMPILE_COMMANDS is ON in CMakeLists.txt for every preset.
 #
