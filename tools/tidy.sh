@@ -7,8 +7,8 @@
 # the implementation units (`module openlock;`) and the units that `import openlock;` through the same
 # -fmodule-file= maps the compiler used (the @...modmap response files named in compile_commands.json), so it must
 # be clang-tidy of the compiler's exact version (clang-tidy-19 and clang++-19 are both 19.1.7 here; a BMI of
-# another clang version is refused: not tried here).
-# directory: '@torture/CMakeFiles/openlock-torture.dir/main.cpp.o.modmap'" and "error: module 'openlock' not
+# another clang version is refused: not tried here). A unit whose target was not built has no modmap yet: "error:
+# no such file or directory: '@torture/CMakeFiles/openlock-torture.dir/main.cpp.o.modmap'" and "error: module 'openlock' not
 # found". CMAKE_EXPORT_COMPILE_COMMANDS is ON in CMakeLists.txt for every preset.
 #
 # What it cannot read, and so does not check (not in the Linux dev build's compile_commands.json):
