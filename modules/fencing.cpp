@@ -51,9 +51,9 @@ bool raise_last_token(sys::directory const& directory, fs::path const& lock_file
         return false;
     }
     if (auto const code = sys::replace_file(directory, staged, name)) {
-        sys::remove_file(directory, staged);
+        best_effort(sys::remove_file(directory, staged));
         sys::file_content standing;
-        sys::read_file(directory, name, 0, standing);
+        best_effort(sys::read_file(directory, name, 0, standing));
         error = {code, directory / name,
                  refused_by_permissions(code)
                      ? "cannot record the fencing token: " + permission_remedy(standing.owner)
@@ -97,7 +97,7 @@ void remove_token_leftovers(sys::directory const& directory, fs::path const& loc
     if (sys::list_directory(directory, names)) return;
     for (auto const& name : names)
         if (name.starts_with(prefix) && is_nonce(std::string_view{name}.substr(prefix.size())))
-            sys::remove_file(directory, name);
+            best_effort(sys::remove_file(directory, name));
 }
 
 } // namespace

@@ -126,7 +126,7 @@ void file_lock::unlock() noexcept {
             {error == errc::not_locked ? diagnostic::kind::lock_lost : diagnostic::kind::release_failed,
              impl_->lock_file, error.message()});
     } catch (...) {
-        // a throwing callback must not end the process from a destructor
+        // deliberately empty: a throwing callback must not end the process from a destructor
     }
 }
 

@@ -107,7 +107,7 @@ void file_lock::impl::stop_keeper() {
         keeper.join();
 }
 
-void file_lock::impl::keep_alive(std::stop_token stop) {
+void file_lock::impl::keep_alive(std::stop_token const& stop) {
     std::unique_lock guard{mutex};
     auto pause = lease.value_or(held ? held->lifetime.value_or(duration{}) : duration{}) / 3;
     for (;;) {

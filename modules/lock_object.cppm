@@ -166,7 +166,7 @@ struct file_lock::impl {
     std::optional<duration> lifetime();
     void start_keeper();
     void stop_keeper();
-    void keep_alive(std::stop_token stop);
+    void keep_alive(std::stop_token const& stop);
 };
 
 namespace detail {

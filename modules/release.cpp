@@ -61,7 +61,8 @@ bool release_claim(fs::path const& lock_file, claim const& held, failure& error)
         error = unclear;
         return false;
     }
-    if (!held.claim_file.empty()) sys::remove_file(directory, sys::name_text(held.claim_file.filename()));
+    if (!held.claim_file.empty())
+        best_effort(sys::remove_file(directory, sys::name_text(held.claim_file.filename())));
     if (ours) return true;
     error = {errc::not_locked, lock_file, "the lock file was removed or replaced while held"};
     return false;

@@ -129,7 +129,7 @@ void remove_flufl_claim(sys::directory const& directory, fs::path const& lock_fi
     sys::file_content content;
     if (!sys::read_file(directory, named, max_record_size, content) &&
         content.kind == sys::entry_kind::regular && content.bytes == removed.bytes)
-        remove_if_unchanged(directory, named, content.identity);
+        best_effort(remove_if_unchanged(directory, named, content.identity));
 }
 
 // A process killed between creating a helper file (or directory) and writing its record leaves it empty, with

@@ -139,7 +139,7 @@ takeover_guard::outcome takeover_guard::try_hold(options const& settings, std::s
 
 std::error_code takeover_guard::stage() {
     if (auto const code = sys::make_directory(directory_, staging_name_)) {
-        sys::remove_directory(directory_, staging_name_);
+        best_effort(sys::remove_directory(directory_, staging_name_));
         return code;
     }
     auto code = sys::open_subdirectory(directory_, staging_name_, staging_);
@@ -152,10 +152,10 @@ std::error_code takeover_guard::stage() {
 
 void takeover_guard::unstage() {
     if (!staging_.is_open()) {
-        sys::remove_directory(directory_, staging_name_); // empty, or not ours to empty
+        best_effort(sys::remove_directory(directory_, staging_name_)); // empty, or not ours to empty
         return;
     }
-    remove_if_unchanged(staging_, nonce_, owner_identity_);
+    best_effort(remove_if_unchanged(staging_, nonce_, owner_identity_));
     remove_emptied_directory(directory_, staging_name_, staging_, nonce_);
     staging_ = {};
 }

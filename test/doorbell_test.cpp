@@ -76,10 +76,12 @@ TEST_SUITE("doorbell") {
         CHECK(record.record.bell != 0);
 
         std::vector<std::unique_ptr<test::child>> waiters;
+        waiters.reserve(3);
         for (int i = 0; i < 3; ++i)
             waiters.push_back(test::start_helper({"queue", lock_path.string(), "300"}));
         std::this_thread::sleep_for(500ms); // all three looked, saw a ringing holder and sleep
         std::vector<std::int64_t> before;
+        before.reserve(waiters.size());
         for (auto const& waiter : waiters)
             before.push_back(voluntary_switches(waiter->pid()));
         holder.release();

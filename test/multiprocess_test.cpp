@@ -32,6 +32,7 @@ void contend(std::string const& method) {
     constexpr int processes = 4;
     constexpr int iterations = 500;
     std::vector<std::unique_ptr<test::child>> children;
+    children.reserve(processes);
     for (int i = 0; i < processes; ++i)
         children.push_back(test::start_helper({"count", lock, counter, std::to_string(iterations), method}));
     for (auto& c : children)

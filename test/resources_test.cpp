@@ -218,6 +218,7 @@ TEST_SUITE("resources") {
         // it.
         std::atomic<int> acquired{0};
         std::vector<std::jthread> threads;
+        threads.reserve(12);
         for (int i = 0; i < 12; ++i)
             threads.emplace_back([&, i] {
                 openlock::file_lock lock{spellings[static_cast<std::size_t>(i)] / "handed.lock", std::nullopt,

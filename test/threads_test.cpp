@@ -38,6 +38,7 @@ struct guarded_counter {
 
 void run_threads(int count, auto const& body) {
     std::vector<std::jthread> threads;
+    threads.reserve(static_cast<std::size_t>(count));
     for (int i = 0; i < count; ++i)
         threads.emplace_back([&body, i] { body(i); });
 }

@@ -125,6 +125,6 @@ run_result run_cli(std::vector<std::string> const& arguments);
 /// Ends a test that cannot apply on this OS, saying why; ctest shows it as skipped (test/CMakeLists.txt).
 #define OPENLOCK_SKIP(reason)                                                                                \
     do {                                                                                                     \
-        MESSAGE("skipped: " << reason);                                                                      \
+        MESSAGE("skipped: " << (reason));                                                                    \
         return;                                                                                              \
     } while (false)
