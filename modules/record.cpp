@@ -317,3 +317,14 @@ std::string describe_holder(lock_record const& record) {
 }
 
 } // namespace openlock
+
+namespace openlock::detail {
+
+// The "lifetime=" line is never the first line (that is the pid); flufl.lock's record is one line with no
+// newline.
+bool is_lease_record(std::string_view bytes) noexcept {
+    return bytes.find("\nlifetime=") != std::string_view::npos ||
+           (!bytes.empty() && bytes.find('\n') == std::string_view::npos);
+}
+
+} // namespace openlock::detail

@@ -103,3 +103,12 @@ inline constexpr std::size_t max_record_size = 4096;
 [[nodiscard]] std::string displayable(std::string_view text);
 
 } // namespace openlock
+
+namespace openlock::detail {
+
+/// Whether these bytes of a lock file (or a claim file) are a lease, judged by the file's modification time:
+/// a record with a "lifetime=" line, or flufl.lock's record (one line without a newline), whose lease is
+/// nothing but that time. What sys::read_file is given to take that time fresh, after the content. Internal.
+[[nodiscard]] bool is_lease_record(std::string_view bytes) noexcept;
+
+} // namespace openlock::detail

@@ -8,9 +8,9 @@
 //   FUSE file systems) and creates claim files; it refuses to create through a symlink.
 // - Reads use lstat(2) first and open(O_NOFOLLOW|O_NONBLOCK) second, then check with fstat(2) that the same
 //   regular file was opened, so a symlink, FIFO or device at the lock path is reported, never followed or
-//   blocked on. A lease's expiry (the modification time of a file whose record has a lifetime) is taken after
-//   the read, with statx(AT_STATX_FORCE_SYNC) where there is one: NFS and FUSE clients serve plain stat(2)
-//   from a cache that is seconds old, and a stale time would break a live lease.
+//   blocked on. A lease's expiry (the modification time of a file whose bytes the caller's rule calls a
+//   lease) is taken after the read, with statx(AT_STATX_FORCE_SYNC) where there is one: NFS and FUSE clients
+//   serve plain stat(2) from a cache that is seconds old, and a stale time would break a live lease.
 // - utimensat(AT_SYMLINK_NOFOLLOW) sets a claim file's modification time (a lease's expiry, as flufl.lock).
 // - mkdir(2)/rename(2)/rmdir(2) on directories are the conditional operations the takeover guard is built
 //   from: rename onto a non-empty directory fails, rmdir of a non-empty directory fails (docs/protocol.md).
@@ -273,7 +273,8 @@ std::string user_name(std::int64_t user_id) {
     return entry.pw_name;
 }
 
-std::error_code read_file(directory const& at, std::string_view name, std::size_t limit, file_content& out) {
+std::error_code read_file(directory const& at, std::string_view name, std::size_t limit, file_content& out,
+                          fresh_time_rule needs_fresh_time) {
     out = {};
     struct stat before{};
     if (fresh_stat_at(descriptor_of(at), name_in{at, name}.c_str(), before) != 0) {
@@ -324,14 +325,10 @@ std::error_code read_file(directory const& at, std::string_view name, std::size_
         filled += static_cast<std::size_t>(got);
     }
     out.bytes.resize(filled);
-    // Only a lease is judged by its file's time: a record with a "lifetime=" line (never the first line: that
-    // is the pid), or flufl.lock's record, one line without a newline, whose lease is nothing but the file
-    // time. The fresh time costs a statx that asks the server; every other record gets the time fstat gave,
-    // and a waiter's look at a held lock one system call less.
-    std::string_view const bytes = out.bytes;
-    bool const lease = bytes.find("\nlifetime=") != std::string_view::npos ||
-                       (!bytes.empty() && bytes.find('\n') == std::string_view::npos);
-    out.modified = lease ? fresh_modification_time(fd.get(), opened)
+    // The fresh time costs a statx that asks the server: only where the caller's rule wants it (a lease);
+    // every other file gets the time fstat gave, and a waiter's look at a held lock one system call less.
+    bool const fresh = needs_fresh_time != nullptr && needs_fresh_time(out.bytes);
+    out.modified = fresh ? fresh_modification_time(fd.get(), opened)
                          : as_time_point(opened.st_mtim.tv_sec, opened.st_mtim.tv_nsec);
     return {};
 }

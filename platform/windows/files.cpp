@@ -288,7 +288,8 @@ std::string user_name(std::int64_t) {
     return {};
 }
 
-std::error_code read_file(directory const& at, std::string_view name, std::size_t limit, file_content& out) {
+std::error_code read_file(directory const& at, std::string_view name, std::size_t limit, file_content& out,
+                          fresh_time_rule needs_fresh_time) {
     out = {};
     // FILE_FLAG_BACKUP_SEMANTICS opens a directory too (to say that a directory is there); reading a symlink
     // or a directory never happens: the kind is decided from the handle first.
@@ -323,7 +324,8 @@ std::error_code read_file(directory const& at, std::string_view name, std::size_
         filled += got;
     }
     out.bytes.resize(filled);
-    // The modification time after the content (a lease refresh sets it after writing nothing else).
+    // A lease's time after the content (a lease refresh sets it after writing nothing else).
+    if (needs_fresh_time == nullptr || !needs_fresh_time(out.bytes)) return {};
     FILE_BASIC_INFO after{};
     bool const fresh = ::GetFileInformationByHandleEx(file.get(), FileBasicInfo, &after, sizeof after);
     out.modified = as_time_point((fresh ? after : times).LastWriteTime);
