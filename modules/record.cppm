@@ -32,8 +32,8 @@ struct lock_record {
     std::string host;          ///< host name of the holder
     std::string boot_id;       ///< identity of the holder's boot; differs after a reboot
     std::string pid_namespace; ///< identity of the holder's pid namespace (containers)
-    std::optional<std::uint64_t>
-        start_time;    ///< the holder process's start time, in OS ticks (PID-reuse guard)
+    /// The holder process's start time, in OS ticks (PID-reuse guard).
+    std::optional<std::uint64_t> start_time;
     std::string nonce; ///< unique per acquisition: tells our record from every other
     std::optional<std::chrono::system_clock::time_point> acquired; ///< when the lock was taken
     /// A lease: the lock expires `lifetime` after `acquired`, or at the lock file's modification time when
