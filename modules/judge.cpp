@@ -34,7 +34,8 @@ std::string describe_type(sys::entry_kind kind);
 bool observe(fs::path const& lock_file, observation& out, failure& error) {
     out = {};
     sys::file_content content;
-    auto const code = sys::read_file(by_path(lock_file), name_of(lock_file), max_record_size, content);
+    auto const code =
+        sys::read_file(by_path(lock_file), name_of(lock_file), max_record_size, content, is_lease_record);
     out.identity = content.identity;
     out.changed = content.changed;
     out.modified = content.modified;

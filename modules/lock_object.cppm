@@ -125,8 +125,8 @@ struct file_lock::impl {
 
     std::shared_ptr<detail::path_gate> gate;
     std::mutex mutex; ///< guards what follows
-    std::atomic<bool> abandoned{
-        false}; ///< the file_lock is being destroyed: pending asynchronous acquires give up
+    /// The file_lock is being destroyed: pending asynchronous acquires give up.
+    std::atomic<bool> abandoned{false};
     std::optional<detail::claim> held;
     std::uint64_t registration = 0;
     claim_method method = claim_method::automatic; ///< resolved at the first acquire

@@ -165,7 +165,7 @@ void sweep_leftovers(sys::directory const& directory, fs::path const& lock_file,
         bool removed = false;
         if (name.starts_with(claim_prefix) && is_nonce(std::string_view{name}.substr(claim_prefix.size()))) {
             sys::file_content content;
-            if (sys::read_file(directory, name, max_record_size, content)) continue;
+            if (sys::read_file(directory, name, max_record_size, content, is_lease_record)) continue;
             bool const abandoned = content.kind == sys::entry_kind::regular && content.bytes.empty() &&
                                    older_than(content.modified, abandoned_after);
             removed = (left_by_dead_process(content, settings, writer_rules::with_lease) || abandoned) &&

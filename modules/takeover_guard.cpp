@@ -44,7 +44,7 @@ opened_guard open_guard_directory(sys::directory const& parent, std::string cons
     if (sys::list_directory(out.opened, names) || names.size() != 1 || !is_nonce(names.front()))
         return opened_guard::other;
     out.owner_name = names.front();
-    auto const code = sys::read_file(out.opened, out.owner_name, max_record_size, out.owner);
+    auto const code = sys::read_file(out.opened, out.owner_name, max_record_size, out.owner, is_lease_record);
     if (code) return refused_by_permissions(code) ? opened_guard::unreadable : opened_guard::other;
     return out.owner.kind == sys::entry_kind::regular ? opened_guard::one_owner : opened_guard::other;
 }
