@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // async_acquire: the acquisition loop (acquisition.cpp) driven by a coroutine on the caller's executor, so
 // that no thread blocks and a thousand waiters share one io_context thread.
 module;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The claim (docs/protocol.md 4): one attempt to make the lock file appear with our record, by linking a
 // nameless or a named claim file or by an exclusive create; and staged claims (8.5), a handoff's short cut.
 module;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // :errors — the error vocabulary: library states as openlock::errc, OS failures as the OS's own codes.
 module;
 #include <cstdint>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Fencing tokens (docs/protocol.md 11.8): the highest token any acquisition of a lock has
 // finished with, read from and recorded in "<stem>.token" beside it.
 module;

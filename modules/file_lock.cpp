@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The public API of file_lock (modules/file_lock.cppm) and what one lock object does for it: acquire through
 // the gate and the acquisition loop, release, inspect. Leases: lease.cpp; async_acquire: async.cpp.
 module;

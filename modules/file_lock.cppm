@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // :file_lock — the lock object: Python openlock's and flufl.lock's vocabulary with C++ conventions
 // (TimedLockable, so std::unique_lock and std::scoped_lock work).
 module;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Observe and judge (docs/protocol.md 5, 11.2): what the lock path holds, and whether its holder still holds
 // it: alive, provably gone (stale), beyond judging here (unknown), or past its lease (expired).
 module;

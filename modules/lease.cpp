@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Leases on a file_lock (docs/protocol.md 11): refresh, expiration, lifetime, state, still_held, and the
 // keep-alive thread that refreshes a held lease.
 module;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // :lock_object — what one file_lock object keeps, and the protocol loop as a step machine that the blocking
 // (file_lock.cpp) and the asynchronous (async.cpp) paths both drive. Internal: nothing here is exported.
 // Defined in: acquisition.cpp (acquisition, backoff, deadlines), path_gate.cpp (path_gate, the impl's gate

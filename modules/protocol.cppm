@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // :protocol — the portable steps of docs/protocol.md (claim, judge, guarded takeover, release), shared by
 // file_lock and the inspection functions. Internal: nothing here is exported.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The names the protocol makes and how it reaches them: nonces, helper names ("<stem>.takeover", ...), the
 // lock's directory (docs/protocol.md 2, 2.1, 2.2), and the exact removal every cleanup step uses.
 module;

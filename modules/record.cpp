@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The on-disk record (docs/protocol.md 3, 11.9): parse_record and serialize_record, pure and fuzzed, and
 // describe_holder for messages. Helpers first; parse_record, serialize_record and describe_holder below.
 module;

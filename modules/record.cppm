@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // :record — the on-disk lock record: parse and serialize, pure functions with no I/O (fuzzed in test/).
 module;
 #include <chrono>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A holder's steps (docs/protocol.md 4.4, 10, 11.4): whether the lock file is still ours, its release, and
 // the refresh of its lease, the last two under the takeover guard where a breaker may be at work.
 module;

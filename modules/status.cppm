@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // :status — looking at a lock file from outside (no lock object): what `openlock status` and `openlock break`
 // use.
 module;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // :sys — the OS seam, declared once. platform/<os>/ implements it; CMake picks the folder. Nothing here is
 // exported to users. Every call reports the OS's own error code untouched.
 module;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The takeover (docs/protocol.md 7.3, 7.4, 11.3): under the takeover guard, removing exactly the lock file
 // that was observed and judged breakable, then sweeping what dead processes left beside it.
 module;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The takeover guard (docs/protocol.md 7.2): a directory "<lock>.takeover" that one process at a time holds
 // while it removes a lock file, and the removal of guards (and half-made ones) that dead processes left.
 module;

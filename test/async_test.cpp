@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // async_acquire on Asio: every token kind, timeouts, cancellation, and many waiters on one thread.
 #include "support/support.hpp"
 

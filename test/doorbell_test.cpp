@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The doorbell (docs/protocol.md 8.6): a holder that waited before names the doorbell it rings in its record,
 // and its release wakes one sleeping waiter, not every waiter; holders that ring none (or another one) are
 // waited for with directory events. Linux only: elsewhere there is no doorbell. Also: waiting where a seccomp

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The flufl.lock format (options::format = lock_format::flufl): what the files look like, that records of
 // flufl.lock are read and judged by their lease only, and that each side's expired lock is broken exactly.
 // The mixed test with the real Python flufl.lock is test/flufl/run.sh.

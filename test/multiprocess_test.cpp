@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Mutual exclusion across processes, stale takeover after SIGKILL, exit and fork behaviour.
 #include "support/support.hpp"
 

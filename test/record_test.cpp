@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The lock record format: parse_record and serialize_record are pure functions over untrusted bytes.
 // Here: what a record holds and how it is written.
 #include "support/support.hpp"

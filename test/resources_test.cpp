@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // What a process spends on locks, bounded (docs/reliability.md, "Resources"): a released lock object keeps no
 // descriptor, one inotify instance (and one epoll set) serves every waiter of a process, and doorbell FIFOs
 // go away with their last listener. Linux only: the counts are read from /proc/self/fd and

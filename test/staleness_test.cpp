@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Judging a holder from its record: stale (provably gone: taken over), held (live: waited for), unknown
 // (cannot be judged here: never taken over).
 #include "support/support.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Threads of one process: one object shared as a mutex, two objects on one path, release from another thread.
 #include "support/support.hpp"
 

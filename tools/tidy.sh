@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # clang-tidy-19 (checks: .clang-tidy) over every unit of a build's compile_commands.json that lies in this source
 # tree, two at a time; every finding is an error (WarningsAsErrors), and the run exits 1 if any unit had one.
 # Usage: bash tools/tidy.sh [BUILD_DIR] [FILE...]   (default build/dev; FILEs: only those units)

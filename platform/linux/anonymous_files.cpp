@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Nameless claim files behind the :sys seam (Linux).
 //
 // Why these syscalls: open(O_TMPFILE) makes a file with no name, so the record can be written completely

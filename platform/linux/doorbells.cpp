@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The doorbell FIFOs: one waiter woken at a release instead of the herd (Linux; docs/protocol.md 8.6).
 //
 // Why these syscalls: a FIFO per lock (mkfifo, in the user's /tmp/openlock-UID) that every waiting process

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The doorbell FIFOs (Linux; docs/protocol.md 8.6), shared by the waiters' watcher (watcher.cpp), which
 // listens on them, and the seam's ring_doorbell (wake_sources.cpp). Defined in doorbells.cpp. Included in the
 // global module fragment of wake_sources.cpp and by the plain units watcher.cpp and doorbells.cpp.

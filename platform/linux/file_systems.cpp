@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Which file systems other machines share, behind the :sys seam (Linux).
 //
 // Why statfs(2): its f_type names the file system's driver, and through the drivers below other machines (or

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The process's pidfds, one per process watched, however many parts of the library use it (Linux).
 //
 // Why one table: the holder judgement (process.cpp) keeps the pidfds of processes it judged alive, because a

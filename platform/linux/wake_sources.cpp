@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Event-driven waiting behind the :sys seam (Linux): what a waiter sleeps on, and how it sleeps.
 //
 // Why these syscalls: a waiter registers with the process's one inotify instance and epoll set (watcher.cpp)

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The waiters' event loop: one inotify instance and one epoll set for the whole process (Linux).
 //
 // Why these syscalls: inotify on the lock's directory reports the lock file (or the takeover guard) going

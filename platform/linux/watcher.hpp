@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The process's one inotify instance and one epoll set (watcher.cpp), and the waiters registered in it: what
 // the seam's wake_sources (wake_sources.cpp) and the event loop share (Linux). Included in the global module
 // fragment of wake_sources.cpp and by the plain unit watcher.cpp, which defines what is declared here.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Descriptors the library opens on POSIX, kept off 0, 1 and 2.
 //
 // Why: a program started with stdin, stdout or stderr closed (`cmd 2>&-`, a daemon) gets its next open() on

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // POSIX directory operations behind the :sys seam: opening, making, renaming, removing and listing
 // directories (files inside them: files.cpp).
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // POSIX file operations behind the :sys seam: files inside a directory (directories themselves:
 // directories.cpp).
 //

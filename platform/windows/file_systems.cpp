@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Which file systems other machines share, behind the :sys seam (Windows).
 //
 // Why these calls: a UNC path (\\server\share) is remote by its name; any other path is on the volume that

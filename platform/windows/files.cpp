@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Windows file operations behind the :sys seam: files inside a directory (directories themselves:
 // directories.cpp).
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Windows process identity behind the :sys seam.
 //
 // Why these calls:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Event-driven waiting behind the :sys seam (Windows).
 //
 // Why these calls: ReadDirectoryChangesW, overlapped, reports the names that change in the lock's directory,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Helpers shared by the Windows implementations of the :sys seam: handles, errors, paths, text.
 // Included in the global module fragment of platform/windows/*.cpp only.
 #pragma once

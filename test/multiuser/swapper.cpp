@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The hostile second user of test/multiuser/run.sh: an adversary that owns (or may rename entries of) the
 // lock's directory and swaps the library's helper names for symbolic links at the moment a victim reads them.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Test support: scratch directories, helper processes and the CLI, shared by every test file.
 #pragma once
 
