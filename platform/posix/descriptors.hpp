@@ -119,4 +119,17 @@ int grant_file_access(Directory const& at, int fd, struct stat const& created) n
     return wanted == had ? 0 : ::fchmod(fd, wanted);
 }
 
+/// Writes all of content to fd, through short writes and EINTR: 0, or -1 with errno set.
+inline int write_all(int fd, std::string_view content) noexcept {
+    while (!content.empty()) {
+        auto const written = ::write(fd, content.data(), content.size());
+        if (written < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        content.remove_prefix(static_cast<std::size_t>(written));
+    }
+    return 0;
+}
+
 } // namespace openlock::sys::posix

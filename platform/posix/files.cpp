@@ -134,18 +134,6 @@ private:
     std::string text_;
 };
 
-std::error_code write_all(int fd, std::string_view content) noexcept {
-    while (!content.empty()) {
-        auto const written = ::write(fd, content.data(), content.size());
-        if (written < 0) {
-            if (errno == EINTR) continue;
-            return last_error();
-        }
-        content.remove_prefix(static_cast<std::size_t>(written));
-    }
-    return {};
-}
-
 // Creates `name` exclusively, never through a symlink, writes content, and gives it its directory's access.
 // The descriptor is returned open; on failure the name is removed again (ours: we just made it).
 std::error_code create_written(directory const& at, std::string_view name, std::string_view content,
@@ -153,7 +141,8 @@ std::error_code create_written(directory const& at, std::string_view name, std::
     descriptor = open_at(at, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0644);
     if (descriptor < 0) return last_error();
     struct stat status{};
-    auto error = write_all(descriptor, content);
+    std::error_code error;
+    if (posix::write_all(descriptor, content) != 0) error = last_error();
     if (!error && ::fstat(descriptor, &status) != 0) error = last_error();
     if (!error && posix::grant_file_access(at, descriptor, status) != 0) error = last_error();
     if (error) {
