@@ -5,10 +5,10 @@
 #
 # Which tests: doctest ANDs its filters, so three disjoint runs select "thread or async" three ways, robust to test
 # files being split or moved and to cases being grouped into TEST_SUITEs:
-#   1 every case in a source file whose path contains "thread" or "async" (test/threads_test.cpp,
+#   1 every case in a source file whose path contains "thread", "async", "keep_alive" or "racing" (test/threads_test.cpp,
 #     test/async_test.cpp: most async cases do not say "async" in their names);
-#   2 every case of a TEST_SUITE whose name contains "thread" or "async", in any other file;
-#   3 every case whose name contains "thread" or "async", in any other file and suite.
+#   2 every case of a TEST_SUITE whose name contains one of them, in any other file;
+#   3 every case whose name contains one of them (the refresh racing breakers), in any other file and suite.
 # The first run must select at least one case (a rename that loses every test is an error, not a green run).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -20,7 +20,8 @@ tests=$build/test/openlock-tests
 # lock-order inversion. tools/tsan.supp holds known third-party false positives only, each with its reason.
 export TSAN_OPTIONS="exitcode=66 second_deadlock_stack=1 history_size=4 suppressions=$here/tools/tsan.supp ${TSAN_OPTIONS:-}"
 
-pattern='*thread*,*async*'
+# Also the keep-alive thread (test/keep_alive_test.cpp) and the refresh that races breaker threads (flufl_test.cpp).
+pattern='*thread*,*async*,*keep_alive*,*keep-alive*,*racing*'
 runs=(
   "-sf=$pattern"
   "-ts=$pattern -sfe=$pattern"
