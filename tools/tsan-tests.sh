@@ -3,7 +3,7 @@
 # Runs the thread and async tests of a ThreadSanitizer build (preset tsan: `tools/cmake --workflow --preset tsan`)
 # and fails on any failed test or TSan report. Usage: bash tools/tsan-tests.sh [BUILD_DIR]  (default build/tsan)
 #
-# Which tests: doctest ANDs its filters, so three disjoint runs select "thread or async" three ways, robust to test
+# Which tests: doctest ANDs its filters, so three disjoint runs select those cases three ways, robust to test
 # files being split or moved and to cases being grouped into TEST_SUITEs:
 #   1 every case in a source file whose path contains "thread", "async", "keep_alive" or "racing" (test/threads_test.cpp,
 #     test/async_test.cpp: most async cases do not say "async" in their names);
