@@ -12,6 +12,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <optional>
@@ -41,7 +42,9 @@ openlock::options leased(std::chrono::seconds lifetime, bool keep_alive) {
     return settings;
 }
 
-std::string etcdctl_endpoints() { return "--endpoints=" + test::etcd_server::shared().endpoint(); }
+std::string etcdctl_endpoints() {
+    return "--endpoints=" + test::etcd_server::shared().endpoint();
+}
 
 std::string read_all(std::filesystem::path const& path) {
     std::ifstream in{path};
@@ -140,6 +143,20 @@ TEST_SUITE("etcd lock") {
         }
     }
 
+    TEST_CASE("uncontended acquire and release take a few loopback round trips") {
+        auto const url = test::etcd_server::shared().url(test::unique_lock_name());
+        openlock::etcd_lock lock{url, 5s};
+        constexpr int rounds = 50;
+        auto const start = steady::now();
+        for (int round = 0; round < rounds; ++round) {
+            lock.acquire();
+            lock.release();
+        }
+        auto const each = seconds_since(start) / rounds;
+        MESSAGE("uncontended acquire+release: " << each * 1000 << " ms (grant, txn, txn, revoke)");
+        CHECK(each < 0.5);
+    }
+
     TEST_CASE("waiters are woken in FIFO order by the holder's release, at once") {
         auto const url = test::etcd_server::shared().url(test::unique_lock_name());
         openlock::etcd_lock holder{url, 5s};
@@ -172,7 +189,8 @@ TEST_SUITE("etcd lock") {
         CHECK(first_wake.load() < 0.5); // a watch event, not a poll
     }
 
-    TEST_CASE("std::unique_lock and the timed calls drive an etcd_lock; a second acquire by the holding thread is an error") {
+    TEST_CASE("std::unique_lock and the timed calls drive an etcd_lock: a second acquire by the holding "
+              "thread is already_locked") {
         auto const url = test::etcd_server::shared().url(test::unique_lock_name());
         openlock::etcd_lock lock{url, 2s};
         openlock::etcd_lock other{url, 2s};
@@ -221,6 +239,62 @@ TEST_SUITE("etcd lock") {
         other.release();
     }
 
+    TEST_CASE(
+        "keep-alive sees a key deleted behind the holder's back: on_lost, still_held false, not_locked") {
+        if (!test::have_program("etcdctl"))
+            FAIL("etcdctl is not installed (Debian: etcd-client; tools/bootstrap.sh)");
+        auto const name = test::unique_lock_name();
+        std::atomic<int> lost{0};
+        std::atomic<int> lost_reports{0};
+        auto settings = leased(1s, true);
+        settings.on_lost = [&](std::filesystem::path const&) { ++lost; };
+        settings.on_diagnostic = [&](openlock::diagnostic const& what) {
+            if (what.what == openlock::diagnostic::kind::lock_lost) ++lost_reports;
+        };
+        openlock::etcd_lock holder{test::etcd_server::shared().url(name), 5s, settings};
+        holder.acquire();
+        // A forced break: the key goes, the lease lives on (keep-alive alone would not notice).
+        auto const del = test::spawn({"etcdctl", etcdctl_endpoints(), "del", "--prefix", name + "/"});
+        CHECK(test::wait_exit(del.pid, 10s) == std::optional<int>{0});
+        std::filesystem::remove(del.output);
+        auto const until = steady::now() + 5s;
+        while (lost.load() == 0 && steady::now() < until)
+            std::this_thread::sleep_for(20ms);
+        CHECK(lost.load() == 1);
+        CHECK(lost_reports.load() == 1);
+        CHECK_FALSE(holder.still_held());
+        CHECK(holder.owns_lock()); // until release() says so
+        CHECK_THROWS_AS(holder.release(), openlock::not_locked);
+        CHECK_FALSE(holder.owns_lock());
+    }
+
+    TEST_CASE("a waiter keeps its place in the queue past its own lease's TTL") {
+        auto const url = test::etcd_server::shared().url(test::unique_lock_name());
+        openlock::etcd_lock holder{url, 5s};
+        holder.acquire();
+        std::mutex order_mutex;
+        std::vector<int> order;
+        auto const wait = [&](int who, openlock::options settings) {
+            openlock::etcd_lock waiter{url, 20s, std::move(settings)};
+            waiter.acquire();
+            {
+                std::lock_guard const hold{order_mutex};
+                order.push_back(who);
+            }
+            waiter.release();
+        };
+        // The first waiter's lease is 1 s without keep-alive: only its own renewals while it waits keep its
+        // key.
+        std::thread first{wait, 1, leased(1s, false)};
+        std::this_thread::sleep_for(2500ms);
+        std::thread second{wait, 2, openlock::get_defaults()};
+        std::this_thread::sleep_for(500ms);
+        holder.release();
+        first.join();
+        second.join();
+        CHECK(order == std::vector<int>{1, 2});
+    }
+
     TEST_CASE("a crashed holder (SIGKILL) frees the lock when its lease runs out") {
         auto const url = test::etcd_server::shared().url(test::unique_lock_name());
         int ready[2];
@@ -235,7 +309,8 @@ TEST_SUITE("etcd lock") {
                 lock.acquire();
                 char const yes = 'y';
                 (void)!::write(ready[1], &yes, 1);
-                for (;;) ::pause();
+                for (;;)
+                    ::pause();
             } catch (...) {
             }
             ::_exit(1);
@@ -259,7 +334,8 @@ TEST_SUITE("etcd lock") {
         waiter.release();
     }
 
-    TEST_CASE("a server that cannot be reached is a typed error within the timeout, never success or a hang") {
+    TEST_CASE(
+        "a server that cannot be reached is a typed error within the timeout, never success or a hang") {
         auto const dead = "etcd://127.0.0.1:" + std::to_string(test::free_port()) + "/x";
         openlock::etcd_lock lock{dead, 2s};
         auto start = steady::now();
@@ -302,9 +378,9 @@ TEST_SUITE("etcd lock") {
     }
 
     TEST_CASE("a URL that is not etcd://host:port[,host:port]/name is invalid_option") {
-        for (char const* url : {"", "http://127.0.0.1:2379/x", "etcd://127.0.0.1:2379", "etcd://127.0.0.1:2379/",
-                                "etcd://127.0.0.1/x", "etcd://127.0.0.1:0/x", "etcd://127.0.0.1:99999/x",
-                                "etcd://:2379/x", "etcd://127.0.0.1:2379,/x"}) {
+        for (char const* url : {"", "http://127.0.0.1:2379/x", "etcd://127.0.0.1:2379",
+                                "etcd://127.0.0.1:2379/", "etcd://127.0.0.1/x", "etcd://127.0.0.1:0/x",
+                                "etcd://127.0.0.1:99999/x", "etcd://:2379/x", "etcd://127.0.0.1:2379,/x"}) {
             INFO(url);
             CHECK_THROWS_AS(openlock::etcd_lock{url}, openlock::invalid_option);
         }
@@ -312,14 +388,16 @@ TEST_SUITE("etcd lock") {
     }
 
     TEST_CASE("etcdctl lock and etcd_lock exclude each other on one name") {
-        if (!test::have_program("etcdctl")) FAIL("etcdctl is not installed (Debian: etcd-client; tools/bootstrap.sh)");
+        if (!test::have_program("etcdctl"))
+            FAIL("etcdctl is not installed (Debian: etcd-client; tools/bootstrap.sh)");
         auto const name = test::unique_lock_name();
         auto const url = test::etcd_server::shared().url(name);
 
         // etcdctl waits for our lock, and gets it when we release.
         openlock::etcd_lock lock{url, 10s};
         lock.acquire();
-        auto const waiting = test::spawn({"etcdctl", etcdctl_endpoints(), "lock", name, "echo", "etcdctl-ran"});
+        auto const waiting =
+            test::spawn({"etcdctl", etcdctl_endpoints(), "lock", name, "echo", "etcdctl-ran"});
         CHECK_FALSE(test::wait_exit(waiting.pid, 1s));
         lock.release();
         auto const status = test::wait_exit(waiting.pid, 10s);
@@ -330,7 +408,8 @@ TEST_SUITE("etcd lock") {
         // We wait for etcdctl's lock (its key holds no record: owner() is none, locked() is true).
         auto const holding = test::spawn({"etcdctl", etcdctl_endpoints(), "lock", name, "sleep", "2"});
         auto const until = steady::now() + 10s;
-        while (!lock.locked() && steady::now() < until) std::this_thread::sleep_for(20ms);
+        while (!lock.locked() && steady::now() < until)
+            std::this_thread::sleep_for(20ms);
         CHECK(lock.locked());
         CHECK_FALSE(lock.owner());
         CHECK_FALSE(lock.try_acquire());

@@ -1,6 +1,7 @@
-// :client at work: HTTP/1.1 requests to the JSON gateway with Boost.Beast, and the watch of a key's deletion. Every step runs as an asynchronous
-// operation on a private io_context, so that a deadline (beast::tcp_stream's expiry) bounds connect, write and
-// read alike: a server that accepts but never answers costs the request's time, never a hang.
+// :client at work: HTTP/1.1 requests to the JSON gateway with Boost.Beast, and the watch of a key's deletion.
+// Every step runs as an asynchronous operation on a private io_context, so that a deadline
+// (beast::tcp_stream's expiry) bounds connect, write and read alike: a server that accepts but never answers
+// costs the request's time, never a hang.
 module;
 #include <algorithm>
 #include <boost/asio/connect.hpp>
@@ -75,7 +76,8 @@ error_code open(connection& c, endpoint const& to, clock::duration time) {
     tcp::resolver::results_type found;
     auto const address = asio::ip::make_address(to.host, code);
     if (!code) {
-        found = tcp::resolver::results_type::create(tcp::endpoint{address, to.port}, to.host, std::to_string(to.port));
+        found = tcp::resolver::results_type::create(tcp::endpoint{address, to.port}, to.host,
+                                                    std::to_string(to.port));
     } else {
         tcp::resolver resolver{c.io};
         asio::steady_timer timer{c.io, time};
@@ -134,15 +136,16 @@ verdict judge_message(std::string_view line) {
     if (message.contains("error")) return verdict::broken;
     auto const& result = object_field(message, "result");
     // A watch the server cancelled (compacted revision, ...) says nothing about the key: look again.
-    if (auto const* cancelled = result.if_contains("canceled"); cancelled != nullptr && cancelled->is_bool() &&
-                                                                 cancelled->get_bool())
+    if (auto const* cancelled = result.if_contains("canceled");
+        cancelled != nullptr && cancelled->is_bool() && cancelled->get_bool())
         return verdict::deleted;
     if (auto const* events = result.if_contains("events"); events != nullptr && events->is_array()) {
         for (auto const& event : events->get_array()) {
             // The event type's zero value, PUT, is absent from the JSON: only an explicit DELETE counts.
             if (!event.is_object()) continue;
             auto const* type = event.get_object().if_contains("type");
-            if (type != nullptr && type->is_string() && type->get_string() == "DELETE") return verdict::deleted;
+            if (type != nullptr && type->is_string() && type->get_string() == "DELETE")
+                return verdict::deleted;
         }
     }
     return verdict::nothing_yet;
@@ -170,7 +173,7 @@ client::client(std::vector<endpoint> endpoints, std::chrono::nanoseconds request
 client::~client() = default;
 
 std::optional<boost::json::object> client::post(std::string_view target, boost::json::object const& body,
-                                                 clock::time_point until, failure& error) {
+                                                clock::time_point until, failure& error) {
     std::lock_guard const hold{state_->mutex};
     auto& s = *state_;
     auto& c = s.unary;
@@ -191,7 +194,8 @@ std::optional<boost::json::object> client::post(std::string_view target, boost::
             auto request = make_request(to, target, text);
             c.stream.expires_after(time);
             code = run(c.io, [&](auto handler) { http::async_write(c.stream, request, std::move(handler)); });
-            if (!code) code = run(c.io, [&](auto handler) {
+            if (!code)
+                code = run(c.io, [&](auto handler) {
                     http::async_read(c.stream, c.buffer, response, std::move(handler));
                 });
         }
@@ -218,10 +222,12 @@ std::optional<boost::json::object> client::post(std::string_view target, boost::
             s.current = (s.current + 1) % s.endpoints.size();
             continue;
         }
-        error = {make_error_code(errc::server_error), describe(to, std::string{target} + ": " + message), grpc};
+        error = {make_error_code(errc::server_error), describe(to, std::string{target} + ": " + message),
+                 grpc};
         return std::nullopt;
     }
-    error = {make_error_code(errc::unavailable), problems.empty() ? "no time left for a request" : problems, 0};
+    error = {make_error_code(errc::unavailable), problems.empty() ? "no time left for a request" : problems,
+             0};
     return std::nullopt;
 }
 
@@ -240,7 +246,8 @@ client::watch_result client::wait_for_deletion(std::string_view key, std::int64_
     boost::json::object create{{"key", base64_encode(key)},
                                {"start_revision", std::to_string(from_revision)},
                                {"filters", boost::json::array{"NOPUT"}}};
-    std::string const body = boost::json::serialize(boost::json::object{{"create_request", std::move(create)}});
+    std::string const body =
+        boost::json::serialize(boost::json::object{{"create_request", std::move(create)}});
 
     connection c;
     std::optional<http::response_parser<http::string_body>> parser;
@@ -255,14 +262,18 @@ client::watch_result client::wait_for_deletion(std::string_view key, std::int64_
         auto request = make_request(to, "/v3/watch", body);
         parser.emplace();
         parser->body_limit(boost::none);
-        if (!code) code = run(c.io, [&](auto handler) { http::async_write(c.stream, request, std::move(handler)); });
         if (!code)
-            code = run(c.io, [&](auto handler) { http::async_read_header(c.stream, c.buffer, *parser, std::move(handler)); });
+            code = run(c.io, [&](auto handler) { http::async_write(c.stream, request, std::move(handler)); });
+        if (!code)
+            code = run(c.io, [&](auto handler) {
+                http::async_read_header(c.stream, c.buffer, *parser, std::move(handler));
+            });
         if (!code && parser->get().result() == http::status::ok) {
             started = true;
             break;
         }
-        problems = describe(to, code ? code.message() : "watch refused: " + std::to_string(parser->get().result_int()));
+        problems = describe(to, code ? code.message()
+                                     : "watch refused: " + std::to_string(parser->get().result_int()));
         c.close();
     }
     if (!started) {
@@ -291,8 +302,9 @@ client::watch_result client::wait_for_deletion(std::string_view key, std::int64_
         } else {
             c.stream.expires_at(until);
         }
-        auto const code =
-            run(c.io, [&](auto handler) { http::async_read_some(c.stream, c.buffer, *parser, std::move(handler)); });
+        auto const code = run(c.io, [&](auto handler) {
+            http::async_read_some(c.stream, c.buffer, *parser, std::move(handler));
+        });
         if (code == beast::error::timeout || (code && clock::now() >= until)) return watch_result::timed_out;
         if (code) {
             error = {make_error_code(errc::unavailable), "watch: " + code.message(), 0};

@@ -54,7 +54,8 @@ struct failure {
 /// A bytes field (key, value): base64 in the answer; absent is empty.
 [[nodiscard]] std::string bytes_field(boost::json::object const& object, std::string_view key);
 /// A nested object field; absent (or not an object) is an empty object, as the gateway's zero value is.
-[[nodiscard]] boost::json::object const& object_field(boost::json::object const& object, std::string_view key);
+[[nodiscard]] boost::json::object const& object_field(boost::json::object const& object,
+                                                      std::string_view key);
 
 /// A connection to an etcd cluster through its JSON gateway. post() is safe to call from several threads (one
 /// request runs at a time); each watch has a connection of its own.
@@ -69,8 +70,8 @@ public:
     /// POSTs body to target ("/v3/kv/range") and returns the answer (a streamed answer's "result"
     /// unwrapped). Tries the current endpoint, then the others, until one answers; errc::unavailable when
     /// none did in time, errc::server_error when one refused the request (grpc_code says why).
-    [[nodiscard]] std::optional<boost::json::object> post(std::string_view target, boost::json::object const& body,
-                                                          clock::time_point until, failure& error);
+    [[nodiscard]] std::optional<boost::json::object>
+    post(std::string_view target, boost::json::object const& body, clock::time_point until, failure& error);
 
     enum class watch_result {
         deleted,   ///< the key was deleted (or the watch was cancelled by the server: look again)

@@ -27,7 +27,8 @@ bool parse_endpoint(std::string_view text, endpoint& out, std::string& problem) 
     auto const digits = text.substr(colon + 1);
     unsigned port = 0;
     auto const [end, code] = std::from_chars(digits.data(), digits.data() + digits.size(), port);
-    if (code != std::errc{} || end != digits.data() + digits.size() || port == 0 || port > 65535 || host.empty()) {
+    if (code != std::errc{} || end != digits.data() + digits.size() || port == 0 || port > 65535 ||
+        host.empty()) {
         problem = "bad port or host in '" + std::string{text} + "'";
         return false;
     }
@@ -71,7 +72,8 @@ std::string base64_encode(std::string_view bytes) {
         auto const n = static_cast<unsigned>(static_cast<unsigned char>(bytes[i])) << 16U |
                        static_cast<unsigned>(static_cast<unsigned char>(bytes[i + 1])) << 8U |
                        static_cast<unsigned>(static_cast<unsigned char>(bytes[i + 2]));
-        for (unsigned shift : {18U, 12U, 6U, 0U}) text += alphabet[(n >> shift) & 63U];
+        for (unsigned shift : {18U, 12U, 6U, 0U})
+            text += alphabet[(n >> shift) & 63U];
     }
     if (auto const left = bytes.size() - i; left > 0) {
         unsigned n = static_cast<unsigned>(static_cast<unsigned char>(bytes[i])) << 16U;

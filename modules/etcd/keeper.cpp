@@ -1,6 +1,6 @@
-// The object's gate (threads sharing one etcd_lock take turns) and the lease while held: the keep-alive thread
-// (one POST /v3/lease/keepalive per renewal: the gateway cannot stream keep-alives), refresh(), and what
-// happens when the lease or the key turns out to be gone.
+// The object's gate (threads sharing one etcd_lock take turns) and the lease while held: the keep-alive
+// thread (one POST /v3/lease/keepalive per renewal: the gateway cannot stream keep-alives), refresh(), and
+// what happens when the lease or the key turns out to be gone.
 module;
 #include <boost/json/object.hpp>
 #include <boost/json/value.hpp>
@@ -34,7 +34,8 @@ bool etcd_lock::impl::enter_gate(clock::time_point until, failure& error) {
         if (until == etcd_detail::forever) {
             gate_opened.wait(hold);
         } else if (gate_opened.wait_until(hold, until) == std::cv_status::timeout && busy) {
-            error = {make_error_code(errc::timeout), "another thread of this process holds this lock object", 0};
+            error = {make_error_code(errc::timeout), "another thread of this process holds this lock object",
+                     0};
             return false;
         }
     }
@@ -79,7 +80,8 @@ void etcd_lock::impl::keep_alive(std::stop_token stop) {
         hold.unlock();
         auto const asked = clock::now();
         failure error;
-        auto const left = renew(id, asked + std::min<clock::duration>(period, etcd_detail::request_timeout), error);
+        auto const left =
+            renew(id, asked + std::min<clock::duration>(period, etcd_detail::request_timeout), error);
         bool ours = left && *left > 0;
         if (ours) {
             failure ignored;

@@ -87,8 +87,9 @@ etcd_lock::impl::impl(std::string url_, std::optional<duration> timeout_, option
     , prefix(where.name + "/")
     , timeout(timeout_)
     , settings(std::move(settings_))
-    , ttl(settings.lifetime ? std::max(std::chrono::seconds{1}, std::chrono::ceil<std::chrono::seconds>(*settings.lifetime))
-                            : etcd_default_lifetime)
+    , ttl(settings.lifetime
+              ? std::max(std::chrono::seconds{1}, std::chrono::ceil<std::chrono::seconds>(*settings.lifetime))
+              : etcd_default_lifetime)
     , keep_alive_held(settings.keep_alive || !settings.lifetime)
     , client(where.endpoints, request_timeout) {
     validate(settings);
@@ -110,11 +111,14 @@ etcd_lock::~etcd_lock() {
 
 void etcd_lock::acquire() {
     failure error;
-    if (!impl_->acquire(deadline_after(impl_->timeout), false, error)) etcd_detail::throw_failure(error, url());
+    if (!impl_->acquire(deadline_after(impl_->timeout), false, error))
+        etcd_detail::throw_failure(error, url());
 }
 
 void etcd_lock::acquire(std::error_code& error) noexcept {
-    into_error_code(error, [&](failure& failed) { return impl_->acquire(deadline_after(impl_->timeout), false, failed); });
+    into_error_code(error, [&](failure& failed) {
+        return impl_->acquire(deadline_after(impl_->timeout), false, failed);
+    });
 }
 
 void etcd_lock::acquire_for(duration timeout) {
@@ -154,7 +158,8 @@ bool etcd_lock::try_acquire(std::error_code& error) noexcept {
 bool etcd_lock::try_acquire_for(duration timeout) {
     failure error;
     bool const once = timeout <= duration::zero();
-    if (impl_->acquire(once ? clock::now() + request_timeout : deadline_after(timeout), once, error)) return true;
+    if (impl_->acquire(once ? clock::now() + request_timeout : deadline_after(timeout), once, error))
+        return true;
     if (!error.code || error.code == errc::timeout) return false;
     etcd_detail::throw_failure(error, url());
 }
@@ -262,8 +267,14 @@ bool etcd_lock::still_held(std::error_code& error) const noexcept {
     return ours;
 }
 
-std::string const& etcd_lock::url() const noexcept { return impl_->url; }
-std::optional<etcd_lock::duration> etcd_lock::timeout() const noexcept { return impl_->timeout; }
-options const& etcd_lock::settings() const noexcept { return impl_->settings; }
+std::string const& etcd_lock::url() const noexcept {
+    return impl_->url;
+}
+std::optional<etcd_lock::duration> etcd_lock::timeout() const noexcept {
+    return impl_->timeout;
+}
+options const& etcd_lock::settings() const noexcept {
+    return impl_->settings;
+}
 
 } // namespace openlock

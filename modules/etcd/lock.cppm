@@ -1,5 +1,5 @@
-// :lock — openlock::etcd_lock: file_lock's vocabulary for a lock held in etcd, so that processes that share no
-// file system (containers on many hosts) exclude each other. The recipe is etcd's Mutex (docs/etcd.md).
+// :lock — openlock::etcd_lock: file_lock's vocabulary for a lock held in etcd, so that processes that share
+// no file system (containers on many hosts) exclude each other. The recipe is etcd's Mutex (docs/etcd.md).
 module;
 #include <chrono>
 #include <cstdint>
@@ -24,11 +24,11 @@ inline constexpr std::chrono::seconds etcd_default_lifetime{10};
 /// Mutex, so that they and this lock exclude each other. The key with the lowest create_revision holds the
 /// lock; a waiter watches only the key just before its own (FIFO, no herd). Contention is a value
 /// (try_acquire returns false). A holder that dies frees the lock when its lease runs out. The lease is kept
-/// alive by a thread while the lock is held when options::keep_alive is set, or when options::lifetime is none
-/// (then the lock lasts until release or until the holder dies, as a file lock without a lease does); with a
-/// lifetime and without keep_alive, refresh() is up to the caller. A waiter keeps its own lease alive while it
-/// waits. A server that cannot be reached gives errc::unavailable, never success, and no call waits past its
-/// timeout for an answer. Errors are lock_error (path(): the URL) with openlock::errc codes.
+/// alive by a thread while the lock is held when options::keep_alive is set, or when options::lifetime is
+/// none (then the lock lasts until release or until the holder dies, as a file lock without a lease does);
+/// with a lifetime and without keep_alive, refresh() is up to the caller. A waiter keeps its own lease alive
+/// while it waits. A server that cannot be reached gives errc::unavailable, never success, and no call waits
+/// past its timeout for an answer. Errors are lock_error (path(): the URL) with openlock::errc codes.
 class etcd_lock {
 public:
     using duration = std::chrono::nanoseconds;
@@ -86,8 +86,8 @@ public:
     [[nodiscard]] std::uint64_t token() const noexcept;
 
     /// Renews the held lock's lease (one keep-alive). Throws invalid_release when this object does not hold
-    /// the lock, not_locked when its lease ran out or its key was deleted (release() then says not_locked too,
-    /// and frees the object).
+    /// the lock, not_locked when its lease ran out or its key was deleted (release() then says not_locked
+    /// too, and frees the object).
     void refresh();
     void refresh(std::error_code& error) noexcept;
     /// When the lease of whoever holds the lock now runs out, as the server counts (whole seconds); none when

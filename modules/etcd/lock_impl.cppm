@@ -1,6 +1,6 @@
-// :lock_impl — what one etcd_lock keeps, and the steps of the Mutex recipe. Internal: nothing here is exported.
-// Defined in: lock.cpp (the public members: throwing and error_code forms), recipe.cpp (claim, wait, release,
-// looks at the lock), keeper.cpp (the object's gate, keep-alive, refresh).
+// :lock_impl — what one etcd_lock keeps, and the steps of the Mutex recipe. Internal: nothing here is
+// exported. Defined in: lock.cpp (the public members: throwing and error_code forms), recipe.cpp (claim,
+// wait, release, looks at the lock), keeper.cpp (the object's gate, keep-alive, refresh).
 module;
 #include <chrono>
 #include <condition_variable>
@@ -62,7 +62,8 @@ struct etcd_lock::impl {
     std::string key;           ///< "<name>/<lease hex>" of the held lock
     std::int64_t revision = 0; ///< its create_revision: token()
     std::chrono::seconds granted{0};
-    etcd_detail::clock::time_point lease_end; ///< as last renewed (our clock, counted from before the request)
+    etcd_detail::clock::time_point
+        lease_end; ///< as last renewed (our clock, counted from before the request)
 
     std::condition_variable_any keeper_wakeup; ///< declared before keeper: it outlives the thread
     std::jthread keeper;
@@ -75,7 +76,8 @@ struct etcd_lock::impl {
     bool acquire(etcd_detail::clock::time_point until, bool once, etcd_detail::failure& error);
     bool release(etcd_detail::failure& error);
     /// The key that holds the lock (lowest create_revision), if any.
-    std::optional<etcd_detail::holder_key> first_key(etcd_detail::failure& error) const;
+    std::optional<etcd_detail::holder_key>
+    first_key(etcd_detail::failure& error, etcd_detail::clock::time_point until = {}) const;
     /// Whether our key is still there with our create_revision.
     bool key_is_ours(etcd_detail::failure& error) const;
     /// Revokes a lease (its keys go with it); an already expired one counts as revoked.

@@ -1,5 +1,5 @@
-// The Mutex recipe on the JSON gateway (docs/etcd.md): a lease, then the key "<name>/<lease hex>" created in a
-// transaction on create_revision == 0; the lowest create_revision under "<name>/" holds the lock; a waiter
+// The Mutex recipe on the JSON gateway (docs/etcd.md): a lease, then the key "<name>/<lease hex>" created in
+// a transaction on create_revision == 0; the lowest create_revision under "<name>/" holds the lock; a waiter
 // watches only its predecessor's deletion, and after every wake-up reads its own key again before it claims.
 // Not /v3/lock/lock: in etcd 3.4 it can grant the lock to a waiter whose lease expired (etcd issue 11456).
 module;
@@ -43,7 +43,9 @@ std::string hex(std::int64_t lease) {
     return text;
 }
 
-json::object range_of(json::object request) { return {{"request_range", std::move(request)}}; }
+json::object range_of(json::object request) {
+    return {{"request_range", std::move(request)}};
+}
 
 /// The first key of the lock (lowest create_revision): the holder.
 json::object first_of(std::string const& prefix) {
@@ -95,33 +97,38 @@ std::string describe(std::optional<holder_key> const& holder) {
 bool etcd_lock::impl::acquire(clock::time_point until, bool once, failure& error) {
     if (!enter_gate(until, error)) return false;
     std::int64_t my_lease = 0;
-    auto const give_up = [&] {
+    // Clean-up after a failure or a timeout, bounded by `by` (default: cleanup_time from now).
+    auto const give_up = [&](clock::time_point by = {}) {
         failure ignored;
-        if (my_lease != 0) revoke(my_lease, clock::now() + cleanup_time, ignored);
+        if (by == clock::time_point{}) by = clock::now() + cleanup_time;
+        if (my_lease != 0) revoke(my_lease, by, ignored);
         leave_gate();
         return false;
     };
     for (;;) {
         // A lease of our own, then our key under it; the transaction also reads the first key, so that an
         // uncontended acquire is these two round trips.
-        auto const grant = client.post("/v3/lease/grant", {{"TTL", std::to_string(ttl.count())}}, until, error);
+        auto const grant =
+            client.post("/v3/lease/grant", {{"TTL", std::to_string(ttl.count())}}, until, error);
         if (!grant) return give_up();
         my_lease = etcd_detail::int_field(*grant, "ID");
         auto renewed_at = clock::now();
-        auto const lease_ttl = std::chrono::seconds{std::max<std::int64_t>(1, etcd_detail::int_field(*grant, "TTL"))};
+        auto const lease_ttl =
+            std::chrono::seconds{std::max<std::int64_t>(1, etcd_detail::int_field(*grant, "TTL"))};
         std::string const my_key = prefix + hex(my_lease);
         auto record = this_process_record();
         record.lifetime = lease_ttl;
         auto const key64 = etcd_detail::base64_encode(my_key);
         json::object txn{
-            {"compare", json::array{json::object{
-                            {"key", key64}, {"target", "CREATE"}, {"result", "EQUAL"}, {"create_revision", "0"}}}},
-            {"success", json::array{json::object{{"request_put",
-                                                  json::object{{"key", key64},
-                                                               {"value", etcd_detail::base64_encode(
-                                                                             serialize_record(record))},
-                                                               {"lease", std::to_string(my_lease)}}}},
-                                    range_of(first_of(prefix))}},
+            {"compare",
+             json::array{json::object{
+                 {"key", key64}, {"target", "CREATE"}, {"result", "EQUAL"}, {"create_revision", "0"}}}},
+            {"success",
+             json::array{json::object{{"request_put", json::object{{"key", key64},
+                                                                   {"value", etcd_detail::base64_encode(
+                                                                                 serialize_record(record))},
+                                                                   {"lease", std::to_string(my_lease)}}}},
+                         range_of(first_of(prefix))}},
             {"failure", json::array{range_of({{"key", key64}}), range_of(first_of(prefix))}}};
         auto const claimed = client.post("/v3/kv/txn", txn, until, error);
         if (!claimed) return give_up();
@@ -171,17 +178,21 @@ bool etcd_lock::impl::acquire(clock::time_point until, bool once, failure& error
             // Wait for its deletion, waking in time to renew our own lease (a waiter keeps its place).
             auto const renew_at = renewed_at + lease_ttl / 3;
             auto const wake_at = std::min(until, renew_at);
-            auto const from = etcd_detail::int_field(etcd_detail::object_field(*seen, "header"), "revision") + 1;
+            auto const from =
+                etcd_detail::int_field(etcd_detail::object_field(*seen, "header"), "revision") + 1;
             failure watch_error;
             auto const woke = client.wait_for_deletion(predecessor->key, from, wake_at, watch_error);
             if (woke == etcd_detail::client::watch_result::failed)
-                std::this_thread::sleep_for(std::min<clock::duration>(watch_retry_pause, until - clock::now()));
+                std::this_thread::sleep_for(
+                    std::min<clock::duration>(watch_retry_pause, until - clock::now()));
             if (clock::now() >= until) {
                 // The holder to name is the first key, which the predecessor need not be.
+                // Naming it and revoking our lease share one clean-up bound: a hung server costs no more.
+                auto const cleanup_until = clock::now() + cleanup_time;
                 failure ignored;
-                auto const first = first_key(ignored);
+                auto const first = first_key(ignored, cleanup_until);
                 error = {make_error_code(errc::timeout), describe(first ? first : holder), 0};
-                return give_up();
+                return give_up(cleanup_until);
             }
             if (clock::now() >= renew_at) {
                 auto const asked = clock::now();
@@ -232,14 +243,16 @@ bool etcd_lock::impl::release(failure& error) {
     hold.unlock();
     leave_gate();
     if (!was_ours) {
-        error = {make_error_code(errc::not_locked), "the key " + my_key + " was gone: its lease ran out or it was deleted", 0};
+        error = {make_error_code(errc::not_locked),
+                 "the key " + my_key + " was gone: its lease ran out or it was deleted", 0};
         return false;
     }
     return true;
 }
 
-std::optional<holder_key> etcd_lock::impl::first_key(failure& error) const {
-    auto const answer = client.post("/v3/kv/range", first_of(prefix), clock::now() + etcd_detail::request_timeout, error);
+std::optional<holder_key> etcd_lock::impl::first_key(failure& error, clock::time_point until) const {
+    if (until == clock::time_point{}) until = clock::now() + etcd_detail::request_timeout;
+    auto const answer = client.post("/v3/kv/range", first_of(prefix), until, error);
     if (!answer) return std::nullopt;
     return first_kv(*answer);
 }

@@ -35,7 +35,8 @@ int bound_socket(std::uint16_t port, bool listening) {
     address.sin_family = AF_INET;
     address.sin_port = htons(port);
     address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::bind(s, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 || (listening && ::listen(s, 1) != 0)) {
+    if (::bind(s, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
+        (listening && ::listen(s, 1) != 0)) {
         ::close(s);
         return -1;
     }
@@ -64,7 +65,8 @@ std::string http_get(std::uint16_t port, std::string const& path) {
         std::string const request = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
         if (::write(s, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
             char buffer[4096];
-            for (ssize_t n; (n = ::read(s, buffer, sizeof buffer)) > 0;) answer.append(buffer, static_cast<std::size_t>(n));
+            for (ssize_t n; (n = ::read(s, buffer, sizeof buffer)) > 0;)
+                answer.append(buffer, static_cast<std::size_t>(n));
         }
     }
     ::close(s);
@@ -104,14 +106,15 @@ std::uint16_t free_port() {
 spawned spawn(std::vector<std::string> const& arguments) {
     static int counter = 0;
     spawned result;
-    result.output = fs::temp_directory_path() /
-                    ("openlock-test-" + std::to_string(::getpid()) + "-" + std::to_string(++counter) + ".out");
+    result.output = fs::temp_directory_path() / ("openlock-test-" + std::to_string(::getpid()) + "-" +
+                                                 std::to_string(++counter) + ".out");
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_addopen(&actions, 1, result.output.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     posix_spawn_file_actions_adddup2(&actions, 1, 2);
     std::vector<char*> argv;
-    for (auto const& argument : arguments) argv.push_back(const_cast<char*>(argument.c_str()));
+    for (auto const& argument : arguments)
+        argv.push_back(const_cast<char*>(argument.c_str()));
     argv.push_back(nullptr);
     pid_t pid = 0;
     int const code = ::posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), environ);
@@ -146,7 +149,8 @@ etcd_server& etcd_server::shared() {
 
 etcd_server::etcd_server() {
     if (!have_program("etcd"))
-        FAIL("etcd is not installed: the etcd suite needs a real server (Debian: etcd-server; tools/bootstrap.sh "
+        FAIL("etcd is not installed: the etcd suite needs a real server (Debian: etcd-server; "
+             "tools/bootstrap.sh "
              "installs it)");
     fs::path const base = fs::is_directory("/dev/shm") ? fs::path{"/dev/shm"} : fs::temp_directory_path();
     std::random_device seed;
@@ -164,11 +168,29 @@ etcd_server::etcd_server() {
     auto const peer_url = "http://127.0.0.1:" + std::to_string(peer);
     // Short heartbeat and election: etcd's shortest lease is 1.5 elections (rounded up to a second), so that
     // lease-expiry tests take seconds, not the default's.
-    auto const started = spawn({"etcd", "--name", "openlock-test", "--data-dir", (data_ / "data").string(),
-                                "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
-                                "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
-                                "--initial-cluster", "openlock-test=" + peer_url, "--heartbeat-interval", "10",
-                                "--election-timeout", "100", "--log-level", "error", "--logger", "zap"});
+    auto const started = spawn({"etcd",
+                                "--name",
+                                "openlock-test",
+                                "--data-dir",
+                                (data_ / "data").string(),
+                                "--listen-client-urls",
+                                client_url,
+                                "--advertise-client-urls",
+                                client_url,
+                                "--listen-peer-urls",
+                                peer_url,
+                                "--initial-advertise-peer-urls",
+                                peer_url,
+                                "--initial-cluster",
+                                "openlock-test=" + peer_url,
+                                "--heartbeat-interval",
+                                "10",
+                                "--election-timeout",
+                                "100",
+                                "--log-level",
+                                "error",
+                                "--logger",
+                                "zap"});
     pid_ = started.pid;
     auto const until = std::chrono::steady_clock::now() + std::chrono::seconds{20};
     while (http_get(port_, "/health").find("\"health\":\"true\"") == std::string::npos) {
@@ -192,15 +214,21 @@ etcd_server::~etcd_server() {
     fs::remove_all(data_, ignored);
 }
 
-std::string etcd_server::endpoint() const { return "127.0.0.1:" + std::to_string(port_); }
+std::string etcd_server::endpoint() const {
+    return "127.0.0.1:" + std::to_string(port_);
+}
 
-std::string etcd_server::url(std::string_view name) const { return "etcd://" + endpoint() + "/" + std::string{name}; }
+std::string etcd_server::url(std::string_view name) const {
+    return "etcd://" + endpoint() + "/" + std::string{name};
+}
 
 silent_server::silent_server() : socket_(bound_socket(0, true)) {
     REQUIRE(socket_ >= 0);
     port_ = port_of(socket_);
 }
 
-silent_server::~silent_server() { ::close(socket_); }
+silent_server::~silent_server() {
+    ::close(socket_);
+}
 
 } // namespace test
