@@ -312,6 +312,7 @@ TEST_SUITE("etcd lock") {
                 for (;;)
                     ::pause();
             } catch (...) {
+                // the parent sees the pipe close without an answer and fails the test
             }
             ::_exit(1);
         }
@@ -385,6 +386,32 @@ TEST_SUITE("etcd lock") {
             CHECK_THROWS_AS(openlock::etcd_lock{url}, openlock::invalid_option);
         }
         CHECK_NOTHROW(openlock::etcd_lock{"etcd://[::1]:2379,localhost:2380/a/b"});
+    }
+
+    TEST_CASE("names of any length and bytes are the key prefix that etcdctl sees") {
+        if (!test::have_program("etcdctl"))
+            FAIL("etcdctl is not installed (Debian: etcd-client; tools/bootstrap.sh)");
+        // Lengths 1 to 4 after the common part give every base64 padding; UTF-8 and a space for the bytes.
+        for (std::string const tail :
+             {"a", "ab", "abc", "abcd", "n\u00e4me with space", "\xe5\x90\x8d/sub"}) {
+            auto const name = test::unique_lock_name() + tail;
+            INFO(name);
+            openlock::etcd_lock lock{test::etcd_server::shared().url(name), 5s};
+            lock.acquire();
+            openlock::etcd_lock other{test::etcd_server::shared().url(name)};
+            CHECK_FALSE(other.try_acquire());
+            auto const get =
+                test::spawn({"etcdctl", etcdctl_endpoints(), "get", "--prefix", "--keys-only", name + "/"});
+            CHECK(test::wait_exit(get.pid, 10s) == std::optional<int>{0});
+            auto const keys = read_all(get.output);
+            std::filesystem::remove(get.output);
+            REQUIRE(keys.starts_with(name + "/"));
+            auto const lease_hex = keys.substr(name.size() + 1, keys.find('\n') - name.size() - 1);
+            CHECK_FALSE(lease_hex.empty());
+            CHECK(lease_hex.find_first_not_of("0123456789abcdef") == std::string::npos);
+            lock.release();
+            CHECK_FALSE(other.locked());
+        }
     }
 
     TEST_CASE("etcdctl lock and etcd_lock exclude each other on one name") {

@@ -48,8 +48,7 @@ struct connection {
     bool open = false;
 
     void close() {
-        error_code ignored;
-        stream.socket().close(ignored);
+        stream.close(); // errors ignored: the socket is done with either way
         buffer.clear();
         open = false;
     }
@@ -99,7 +98,9 @@ error_code open(connection& c, endpoint const& to, clock::duration time) {
     code = run(c.io, [&](auto handler) { c.stream.async_connect(found, std::move(handler)); });
     if (code) return code;
     // Every request is a small write followed by a read: Nagle would add a delayed-ACK wait to each.
-    c.stream.socket().set_option(tcp::no_delay{true}, code);
+    if (c.stream.socket().set_option(tcp::no_delay{true}, code)) {
+        // Nagle stays: slower, not wrong.
+    }
     c.open = true;
     return {};
 }
@@ -207,13 +208,17 @@ std::optional<boost::json::object> client::post(std::string_view target, boost::
         }
         if (!response.keep_alive()) c.close();
         auto answer = parse_answer(response.body());
-        if (response.result() == http::status::ok && answer) return answer;
-        // An error answer: {"error": "...", "message": "...", "code": <gRPC status>}.
+        if (response.result() == http::status::ok && answer && !answer->contains("error")) return answer;
+        // An error answer. A unary call's: {"error": "...", "message": "...", "code": <gRPC status>}; a
+        // streamed call's (keepalive) comes in a 200 answer as {"error": {"grpc_code": ..., "message": ...}}.
         int grpc = 0;
         std::string message = response.body().substr(0, 200);
         if (answer) {
-            grpc = static_cast<int>(int_field(*answer, "code"));
-            if (auto const* m = answer->if_contains("message"); m != nullptr && m->is_string())
+            auto const* nested = answer->if_contains("error");
+            auto const& source = nested != nullptr && nested->is_object() ? nested->get_object() : *answer;
+            grpc = static_cast<int>(source.contains("grpc_code") ? int_field(source, "grpc_code")
+                                                                 : int_field(source, "code"));
+            if (auto const* m = source.if_contains("message"); m != nullptr && m->is_string())
                 message = std::string{m->get_string()};
         }
         if (grpc == grpc_unavailable || response.result() == http::status::service_unavailable) {

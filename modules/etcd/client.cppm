@@ -53,6 +53,8 @@ struct failure {
 [[nodiscard]] std::int64_t int_field(boost::json::object const& object, std::string_view key);
 /// A bytes field (key, value): base64 in the answer; absent is empty.
 [[nodiscard]] std::string bytes_field(boost::json::object const& object, std::string_view key);
+/// A bool field; absent is false (a failed txn has no "succeeded").
+[[nodiscard]] bool bool_field(boost::json::object const& object, std::string_view key);
 /// A nested object field; absent (or not an object) is an empty object, as the gateway's zero value is.
 [[nodiscard]] boost::json::object const& object_field(boost::json::object const& object,
                                                       std::string_view key);

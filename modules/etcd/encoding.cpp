@@ -142,6 +142,11 @@ std::string bytes_field(boost::json::object const& object, std::string_view key)
     return bytes;
 }
 
+bool bool_field(boost::json::object const& object, std::string_view key) {
+    auto const* found = object.if_contains(key);
+    return found != nullptr && found->is_bool() && found->get_bool();
+}
+
 boost::json::object const& object_field(boost::json::object const& object, std::string_view key) {
     static boost::json::object const empty;
     auto const* found = object.if_contains(key);

@@ -55,7 +55,7 @@ void etcd_lock::impl::leave_gate() {
 
 void etcd_lock::impl::start_keeper() {
     // Called with `mutex` held, just after the lock was taken.
-    keeper = std::jthread{[this](std::stop_token stop) { keep_alive(std::move(stop)); }};
+    keeper = std::jthread{[this](std::stop_token const& stop) { keep_alive(stop); }};
 }
 
 void etcd_lock::impl::stop_keeper() {
@@ -65,7 +65,7 @@ void etcd_lock::impl::stop_keeper() {
     keeper.join();
 }
 
-void etcd_lock::impl::keep_alive(std::stop_token stop) {
+void etcd_lock::impl::keep_alive(std::stop_token const& stop) {
     std::unique_lock hold{mutex};
     // A third of the TTL between renewals leaves two more tries before the lease runs out; a failed try is
     // repeated sooner.
@@ -112,6 +112,7 @@ void etcd_lock::impl::report_lost(std::string const& why) {
         if (settings.on_diagnostic) settings.on_diagnostic(diagnostic{diagnostic::kind::lock_lost, url, why});
         if (settings.on_lost) settings.on_lost(url);
     } catch (...) {
+        // a throwing callback (or allocation) must not end the process from here
     }
 }
 

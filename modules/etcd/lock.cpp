@@ -106,6 +106,7 @@ etcd_lock::~etcd_lock() {
         failure ignored;
         if (owns_lock()) impl_->release(ignored);
     } catch (...) {
+        // a throwing callback (or allocation) must not end the process from here
     }
 }
 
@@ -189,6 +190,7 @@ void etcd_lock::unlock() noexcept {
     try {
         impl_->settings.on_diagnostic(diagnostic{kind, url(), error.code.message() + ": " + error.detail});
     } catch (...) {
+        // a throwing callback (or allocation) must not end the process from here
     }
 }
 

@@ -76,8 +76,8 @@ struct etcd_lock::impl {
     bool acquire(etcd_detail::clock::time_point until, bool once, etcd_detail::failure& error);
     bool release(etcd_detail::failure& error);
     /// The key that holds the lock (lowest create_revision), if any.
-    std::optional<etcd_detail::holder_key>
-    first_key(etcd_detail::failure& error, etcd_detail::clock::time_point until = {}) const;
+    std::optional<etcd_detail::holder_key> first_key(etcd_detail::failure& error,
+                                                     etcd_detail::clock::time_point until = {}) const;
     /// Whether our key is still there with our create_revision.
     bool key_is_ours(etcd_detail::failure& error) const;
     /// Revokes a lease (its keys go with it); an already expired one counts as revoked.
@@ -88,7 +88,7 @@ struct etcd_lock::impl {
 
     void start_keeper();
     void stop_keeper();
-    void keep_alive(std::stop_token stop);
+    void keep_alive(std::stop_token const& stop);
     bool refresh(etcd_detail::failure& error);
     void report_lost(std::string const& why);
 };

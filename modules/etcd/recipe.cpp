@@ -133,7 +133,7 @@ bool etcd_lock::impl::acquire(clock::time_point until, bool once, failure& error
         auto const claimed = client.post("/v3/kv/txn", txn, until, error);
         if (!claimed) return give_up();
         std::int64_t my_revision = 0;
-        if (claimed->contains("succeeded")) {
+        if (etcd_detail::bool_field(*claimed, "succeeded")) {
             my_revision = etcd_detail::int_field(etcd_detail::object_field(*claimed, "header"), "revision");
         } else if (auto const mine = first_kv(range_answer(*claimed, 0))) {
             my_revision = mine->create_revision; // a retried request whose first try did create it
@@ -232,7 +232,7 @@ bool etcd_lock::impl::release(failure& error) {
         {"success", json::array{json::object{{"request_delete_range", json::object{{"key", key64}}}}}}};
     auto const deleted = client.post("/v3/kv/txn", txn, until, error);
     if (!deleted) return false; // still held: release() may be called again
-    bool const was_ours = deleted->contains("succeeded");
+    bool const was_ours = etcd_detail::bool_field(*deleted, "succeeded");
     failure ignored;
     revoke(my_lease, until, ignored);
     hold.lock();

@@ -113,6 +113,7 @@ spawned spawn(std::vector<std::string> const& arguments) {
     posix_spawn_file_actions_addopen(&actions, 1, result.output.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     posix_spawn_file_actions_adddup2(&actions, 1, 2);
     std::vector<char*> argv;
+    argv.reserve(arguments.size() + 1);
     for (auto const& argument : arguments)
         argv.push_back(const_cast<char*>(argument.c_str()));
     argv.push_back(nullptr);
