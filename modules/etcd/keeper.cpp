@@ -108,12 +108,11 @@ void etcd_lock::impl::keep_alive(std::stop_token const& stop) {
 }
 
 void etcd_lock::impl::report_lost(std::string const& why) {
-    try {
-        if (settings.on_diagnostic) settings.on_diagnostic(diagnostic{diagnostic::kind::lock_lost, url, why});
-        if (settings.on_lost) settings.on_lost(url);
-    } catch (...) {
-        // a throwing callback (or allocation) must not end the process from here
-    }
+    // Each callback on its own: one that throws does not keep the other from being told.
+    if (settings.on_diagnostic)
+        etcd_detail::call_guarded(
+            [&] { settings.on_diagnostic(diagnostic{diagnostic::kind::lock_lost, url, why}); });
+    if (settings.on_lost) etcd_detail::call_guarded([&] { settings.on_lost(url); });
 }
 
 bool etcd_lock::impl::refresh(failure& error) {

@@ -102,12 +102,8 @@ etcd_lock::etcd_lock(std::string url, std::optional<duration> timeout, options s
 
 etcd_lock::~etcd_lock() {
     if (!impl_) return;
-    try {
-        failure ignored;
-        if (owns_lock()) impl_->release(ignored);
-    } catch (...) {
-        // a throwing callback (or allocation) must not end the process from here
-    }
+    std::error_code ignored; // the noexcept form: a destructor reports nothing (release() does)
+    if (owns_lock()) release(ignored);
 }
 
 void etcd_lock::acquire() {
@@ -187,11 +183,9 @@ void etcd_lock::unlock() noexcept {
     if (released || !impl_->settings.on_diagnostic) return;
     auto const kind =
         error.code == errc::not_locked ? diagnostic::kind::lock_lost : diagnostic::kind::release_failed;
-    try {
+    etcd_detail::call_guarded([&] {
         impl_->settings.on_diagnostic(diagnostic{kind, url(), error.code.message() + ": " + error.detail});
-    } catch (...) {
-        // a throwing callback (or allocation) must not end the process from here
-    }
+    });
 }
 
 bool etcd_lock::locked() const {

@@ -10,6 +10,7 @@ module;
 #include <stop_token>
 #include <string>
 #include <thread>
+#include <utility>
 
 module openlock.etcd:lock_impl;
 import openlock;
@@ -24,6 +25,18 @@ inline constexpr std::chrono::seconds request_timeout{5};
 
 /// Throws the exception type that matches failure.code, naming the URL as its path.
 [[noreturn]] void throw_failure(failure const& what, std::string const& url);
+
+/// Calls a user's callback (on_diagnostic, on_lost) where a throw must not escape (a destructor, unlock(),
+/// the keep-alive thread): false when it threw.
+template <class Call>
+bool call_guarded(Call&& call) noexcept {
+    try {
+        std::forward<Call>(call)();
+        return true;
+    } catch (...) {
+        return false;
+    }
+}
 
 /// One key of the lock's range as the server showed it.
 struct holder_key {

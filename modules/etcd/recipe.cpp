@@ -36,6 +36,8 @@ namespace json = boost::json;
 constexpr std::chrono::seconds cleanup_time{1};
 /// The pause before a waiter looks again after its watch broke (the server is then likely failing over).
 constexpr std::chrono::milliseconds watch_retry_pause{100};
+/// The pause between a queued waiter's tries while no server answers.
+constexpr std::chrono::milliseconds outage_pause{200};
 
 std::string hex(std::int64_t lease) {
     char text[17];
@@ -140,6 +142,27 @@ bool etcd_lock::impl::acquire(clock::time_point until, bool once, failure& error
         }
         auto holder = first_kv(range_answer(*claimed, 1));
         bool lease_lost = false;
+        // At the deadline: name the holder (the first key, which our predecessor need not be) and leave.
+        // Naming it and revoking our lease share one clean-up bound: a hung server costs no more.
+        auto const timed_out = [&] {
+            auto const cleanup_until = clock::now() + cleanup_time;
+            failure ignored;
+            auto const first = first_key(ignored, cleanup_until);
+            error = {make_error_code(errc::timeout), describe(first ? first : holder), 0};
+            return give_up(cleanup_until);
+        };
+        // A queued waiter rides out an outage shorter than its lease (after which its key is gone anyway):
+        // true to look again after a pause, false to fail with the error (first contact, above, fails at
+        // once).
+        std::optional<clock::time_point> unreachable_since;
+        auto const ride_out = [&] {
+            auto const now = clock::now();
+            if (error.code != errc::unavailable || now >= until) return false;
+            if (!unreachable_since) unreachable_since = now;
+            if (now - *unreachable_since >= lease_ttl) return false;
+            std::this_thread::sleep_for(std::min<clock::duration>(outage_pause, until - now));
+            return true;
+        };
         while (!lease_lost) {
             if (my_revision != 0 && holder && holder->create_revision == my_revision) {
                 std::lock_guard const hold{mutex};
@@ -163,7 +186,12 @@ bool etcd_lock::impl::acquire(clock::time_point until, bool once, failure& error
                               {"success", json::array{range_of({{"key", key64}}),
                                                       range_of(predecessor_of(prefix, my_revision))}}};
             auto const seen = client.post("/v3/kv/txn", look, until, error);
-            if (!seen) return give_up();
+            if (!seen) {
+                if (clock::now() >= until) return timed_out();
+                if (ride_out()) continue;
+                return give_up();
+            }
+            unreachable_since.reset();
             auto const mine = first_kv(range_answer(*seen, 0));
             if (!mine || mine->create_revision != my_revision) {
                 lease_lost = true; // our lease ran out or our key was deleted: queue again
@@ -185,19 +213,15 @@ bool etcd_lock::impl::acquire(clock::time_point until, bool once, failure& error
             if (woke == etcd_detail::client::watch_result::failed)
                 std::this_thread::sleep_for(
                     std::min<clock::duration>(watch_retry_pause, until - clock::now()));
-            if (clock::now() >= until) {
-                // The holder to name is the first key, which the predecessor need not be.
-                // Naming it and revoking our lease share one clean-up bound: a hung server costs no more.
-                auto const cleanup_until = clock::now() + cleanup_time;
-                failure ignored;
-                auto const first = first_key(ignored, cleanup_until);
-                error = {make_error_code(errc::timeout), describe(first ? first : holder), 0};
-                return give_up(cleanup_until);
-            }
+            if (clock::now() >= until) return timed_out();
             if (clock::now() >= renew_at) {
                 auto const asked = clock::now();
                 auto const left = renew(my_lease, until, error);
-                if (!left) return give_up();
+                if (!left) {
+                    if (clock::now() >= until) return timed_out();
+                    if (ride_out()) continue;
+                    return give_up();
+                }
                 if (*left <= 0) lease_lost = true;
                 renewed_at = asked;
             }

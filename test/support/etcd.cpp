@@ -151,8 +151,7 @@ etcd_server& etcd_server::shared() {
 etcd_server::etcd_server() {
     if (!have_program("etcd"))
         FAIL("etcd is not installed: the etcd suite needs a real server (Debian: etcd-server; "
-             "tools/bootstrap.sh "
-             "installs it)");
+             "tools/bootstrap.sh installs it)");
     fs::path const base = fs::is_directory("/dev/shm") ? fs::path{"/dev/shm"} : fs::temp_directory_path();
     std::random_device seed;
     data_ = base / ("openlock-etcd-" + std::to_string(::getpid()) + "-" + std::to_string(seed()));
@@ -162,11 +161,15 @@ etcd_server::etcd_server() {
     int const b = bound_socket(0, false);
     REQUIRE((a >= 0 && b >= 0));
     port_ = port_of(a);
-    auto const peer = port_of(b);
+    peer_port_ = port_of(b);
     ::close(a);
     ::close(b);
+    start();
+}
+
+void etcd_server::start() {
     auto const client_url = "http://127.0.0.1:" + std::to_string(port_);
-    auto const peer_url = "http://127.0.0.1:" + std::to_string(peer);
+    auto const peer_url = "http://127.0.0.1:" + std::to_string(peer_port_);
     // Short heartbeat and election: etcd's shortest lease is 1.5 elections (rounded up to a second), so that
     // lease-expiry tests take seconds, not the default's.
     auto const started = spawn({"etcd",
@@ -206,11 +209,15 @@ etcd_server::etcd_server() {
     fs::remove(started.output, ignored);
 }
 
+void etcd_server::stop() {
+    if (pid_ <= 0) return;
+    ::kill(static_cast<pid_t>(pid_), SIGTERM);
+    if (!wait_exit(pid_, std::chrono::seconds{5})) kill_and_reap(pid_);
+    pid_ = 0;
+}
+
 etcd_server::~etcd_server() {
-    if (pid_ > 0) {
-        ::kill(static_cast<pid_t>(pid_), SIGTERM);
-        if (!wait_exit(pid_, std::chrono::seconds{5})) kill_and_reap(pid_);
-    }
+    stop();
     std::error_code ignored;
     fs::remove_all(data_, ignored);
 }

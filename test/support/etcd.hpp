@@ -30,9 +30,15 @@ public:
     /// "etcd://127.0.0.1:<port>/<name>"
     [[nodiscard]] std::string url(std::string_view name) const;
 
+    /// Stops the server (SIGTERM, then SIGKILL after 5 s); start() brings it back on the same ports and data,
+    /// waiting for /health (an outage that clients must ride out).
+    void stop();
+    void start();
+
 private:
     std::int64_t pid_ = 0;
     std::uint16_t port_ = 0;
+    std::uint16_t peer_port_ = 0;
     std::filesystem::path data_;
 };
 
