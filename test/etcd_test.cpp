@@ -53,6 +53,21 @@ std::string read_all(std::filesystem::path const& path) {
     return text.str();
 }
 
+/// The keys under "<name>/" as etcdctl lists them.
+std::vector<std::string> keys_under(std::string const& name) {
+    REQUIRE_MESSAGE(test::have_program("etcdctl"),
+                    "etcdctl is not installed (Debian: etcd-client; tools/bootstrap.sh)");
+    auto const get =
+        test::spawn({"etcdctl", etcdctl_endpoints(), "get", "--prefix", "--keys-only", name + "/"});
+    REQUIRE(test::wait_exit(get.pid, 10s) == std::optional<int>{0});
+    std::istringstream lines{read_all(get.output)};
+    std::filesystem::remove(get.output);
+    std::vector<std::string> keys;
+    for (std::string line; std::getline(lines, line);)
+        if (!line.empty()) keys.push_back(line);
+    return keys;
+}
+
 } // namespace
 
 TEST_SUITE("etcd lock") {
@@ -90,7 +105,8 @@ TEST_SUITE("etcd lock") {
     }
 
     TEST_CASE("try_acquire: contention between two leases is a value, and the loser leaves no key") {
-        auto const url = test::etcd_server::shared().url(test::unique_lock_name());
+        auto const name = test::unique_lock_name();
+        auto const url = test::etcd_server::shared().url(name);
         openlock::etcd_lock first{url, 5s};
         openlock::etcd_lock second{url, 5s};
         CHECK(first.try_acquire());
@@ -106,7 +122,9 @@ TEST_SUITE("etcd lock") {
         second.acquire(200ms, error);
         CHECK(error == openlock::errc::timeout);
         CHECK(seconds_since(start) < 2.0);
+        CHECK(keys_under(name).size() == 1); // the holder's alone
         first.release();
+        CHECK(keys_under(name).empty());
         // Neither the failed tries nor the timed-out waits left a key: the lock is free.
         CHECK_FALSE(first.locked());
         CHECK(second.try_acquire());
