@@ -225,6 +225,49 @@ TEST_SUITE("etcd lock") {
         other.unlock();
     }
 
+    TEST_CASE("processes that count under the lock lose no update, and tokens only grow") {
+        auto const url = test::etcd_server::shared().url(test::unique_lock_name());
+        auto const counter =
+            std::filesystem::temp_directory_path() / ("openlock-etcd-counter-" + std::to_string(::getpid()));
+        {
+            std::ofstream{counter} << "0 0\n";
+        }
+        constexpr int processes = 4;
+        constexpr int rounds = 15;
+        std::vector<pid_t> children;
+        for (int p = 0; p < processes; ++p) {
+            auto const child = ::fork();
+            REQUIRE(child >= 0);
+            if (child == 0) {
+                // Read, pause, write: without exclusion two holders would lose an update. The file also keeps
+                // the last holder's token, which the next one must exceed.
+                int status = 0;
+                try {
+                    openlock::etcd_lock lock{url, 30s};
+                    for (int round = 0; round < rounds && status == 0; ++round) {
+                        std::lock_guard const hold{lock};
+                        long long count = 0;
+                        unsigned long long last_token = 0;
+                        std::ifstream{counter} >> count >> last_token;
+                        if (lock.token() <= last_token) status = 3;
+                        std::this_thread::sleep_for(1ms);
+                        std::ofstream{counter} << count + 1 << ' ' << lock.token() << '\n';
+                    }
+                } catch (...) {
+                    status = 2;
+                }
+                ::_exit(status);
+            }
+            children.push_back(child);
+        }
+        for (auto const child : children)
+            CHECK(test::wait_exit(child, 60s) == std::optional<int>{0});
+        long long count = 0;
+        std::ifstream{counter} >> count;
+        CHECK(count == processes * rounds);
+        std::filesystem::remove(counter);
+    }
+
     TEST_CASE("a lease that is not kept alive runs out: a waiter gets in, the old holder learns it lost") {
         auto const url = test::etcd_server::shared().url(test::unique_lock_name());
         openlock::etcd_lock holder{url, 5s, leased(1s, false)};
