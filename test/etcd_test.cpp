@@ -421,6 +421,29 @@ TEST_SUITE("etcd lock") {
         waiter.release();
     }
 
+    TEST_CASE("a child after fork() holds nothing: its copy neither releases nor stops the parent's lock") {
+        auto const url = test::etcd_server::shared().url(test::unique_lock_name());
+        openlock::etcd_lock lock{url, 5s, leased(1s, true)};
+        lock.acquire();
+        auto const child = ::fork();
+        REQUIRE(child >= 0);
+        if (child == 0) {
+            int status = lock.owns_lock() ? 1 : 0;
+            if (lock.token() != 0) status = 2;
+            std::error_code error;
+            lock.release(error);
+            if (error != openlock::errc::invalid_release) status = 3;
+            lock.~etcd_lock(); // as the end of its scope in the child would (its keep-alive thread is not
+                               // here)
+            ::_exit(status);
+        }
+        CHECK(test::wait_exit(child, 10s) == std::optional<int>{0});
+        std::this_thread::sleep_for(1500ms); // past the 1 s lease: the parent's keep-alive still runs
+        CHECK(lock.owns_lock());
+        CHECK(lock.still_held());
+        lock.release();
+    }
+
     TEST_CASE(
         "a server that cannot be reached is a typed error within the timeout, never success or a hang") {
         auto const dead = "etcd://127.0.0.1:" + std::to_string(test::free_port()) + "/x";

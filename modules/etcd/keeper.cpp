@@ -13,6 +13,11 @@ module;
 #include <string>
 #include <system_error>
 #include <thread>
+#ifdef _WIN32
+#include <process.h>
+#else
+#include <unistd.h>
+#endif
 
 module openlock.etcd;
 import openlock;
@@ -20,6 +25,18 @@ import :client;
 import :lock_impl;
 
 namespace openlock {
+
+namespace etcd_detail {
+
+std::int64_t current_pid() noexcept {
+#ifdef _WIN32
+    return _getpid();
+#else
+    return ::getpid();
+#endif
+}
+
+} // namespace etcd_detail
 
 using etcd_detail::clock;
 using etcd_detail::failure;
@@ -53,16 +70,26 @@ void etcd_lock::impl::leave_gate() {
     gate_opened.notify_one();
 }
 
+etcd_lock::impl::~impl() {
+    if (keeper.joinable() && keeper_pid != etcd_detail::current_pid())
+        keeper.detach(); // a fork()ed copy: no thread
+}
+
 void etcd_lock::impl::start_keeper() {
-    // Called with `mutex` held, just after the lock was taken.
+    // Called with `mutex` held, just after the lock was taken: the new thread waits for it.
+    if (keeper.joinable()) keeper.detach(); // only after fork(): a live keeper is always stopped on release
+    keeper_pid = etcd_detail::current_pid();
     keeper = std::jthread{[this](std::stop_token const& stop) { keep_alive(stop); }};
 }
 
 void etcd_lock::impl::stop_keeper() {
-    if (!keeper.joinable()) return;
+    if (!keeper.joinable() || keeper_pid != etcd_detail::current_pid()) return;
     keeper.request_stop();
     keeper_wakeup.notify_all();
-    keeper.join();
+    if (keeper.get_id() == std::this_thread::get_id())
+        keeper.detach(); // release() from on_lost: the loop ends by itself
+    else
+        keeper.join();
 }
 
 void etcd_lock::impl::keep_alive(std::stop_token const& stop) {
@@ -117,7 +144,7 @@ void etcd_lock::impl::report_lost(std::string const& why) {
 
 bool etcd_lock::impl::refresh(failure& error) {
     std::unique_lock hold{mutex};
-    if (!held) {
+    if (!held_here()) {
         error = {make_error_code(errc::invalid_release), {}, 0};
         return false;
     }

@@ -206,7 +206,7 @@ bool etcd_lock::locked(std::error_code& error) const noexcept {
 
 bool etcd_lock::owns_lock() const noexcept {
     std::lock_guard const hold{impl_->mutex};
-    return impl_->held;
+    return impl_->held_here();
 }
 
 std::optional<lock_record> etcd_lock::owner() const {
@@ -221,7 +221,7 @@ std::optional<lock_record> etcd_lock::owner() const {
 
 std::uint64_t etcd_lock::token() const noexcept {
     std::lock_guard const hold{impl_->mutex};
-    return impl_->held ? static_cast<std::uint64_t>(impl_->revision) : 0;
+    return impl_->held_here() ? static_cast<std::uint64_t>(impl_->revision) : 0;
 }
 
 void etcd_lock::refresh() {

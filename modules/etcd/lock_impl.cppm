@@ -23,6 +23,9 @@ namespace openlock::etcd_detail {
 /// electing a leader (etcd's default election timeout is 1 s), short enough that a dead one costs little.
 inline constexpr std::chrono::seconds request_timeout{5};
 
+/// This process's id (a lock object copied into a child by fork() holds nothing there).
+[[nodiscard]] std::int64_t current_pid() noexcept;
+
 /// Throws the exception type that matches failure.code, naming the URL as its path.
 [[noreturn]] void throw_failure(failure const& what, std::string const& url);
 
@@ -52,6 +55,9 @@ namespace openlock {
 
 struct etcd_lock::impl {
     impl(std::string url, std::optional<duration> timeout, options settings);
+    impl(impl const&) = delete;
+    impl& operator=(impl const&) = delete;
+    ~impl();
 
     std::string url;
     etcd_detail::location where;
@@ -70,16 +76,21 @@ struct etcd_lock::impl {
 
     mutable std::mutex mutex; ///< guards what follows (the keep-alive thread reads and writes it too)
     bool held = false;
-    bool lost = false;         ///< keep-alive found the lease gone or the key deleted
-    std::int64_t lease = 0;    ///< of the held lock
-    std::string key;           ///< "<name>/<lease hex>" of the held lock
-    std::int64_t revision = 0; ///< its create_revision: token()
+    std::int64_t owner_pid = 0; ///< the process that holds it: a child after fork() does not
+    bool lost = false;          ///< keep-alive found the lease gone or the key deleted
+    std::int64_t lease = 0;     ///< of the held lock
+    std::string key;            ///< "<name>/<lease hex>" of the held lock
+    std::int64_t revision = 0;  ///< its create_revision: token()
     std::chrono::seconds granted{0};
     etcd_detail::clock::time_point
         lease_end; ///< as last renewed (our clock, counted from before the request)
 
     std::condition_variable_any keeper_wakeup; ///< declared before keeper: it outlives the thread
     std::jthread keeper;
+    std::int64_t keeper_pid = 0; ///< a keeper copied into a child by fork() has no thread there
+
+    /// Held by this object in this process (call with `mutex` held).
+    [[nodiscard]] bool held_here() const { return held && owner_pid == etcd_detail::current_pid(); }
 
     /// Enters the gate by `until` (already_locked when this thread is in it; timeout after `until`).
     bool enter_gate(etcd_detail::clock::time_point until, etcd_detail::failure& error);

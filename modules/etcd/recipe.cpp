@@ -167,6 +167,7 @@ bool etcd_lock::impl::acquire(clock::time_point until, bool once, failure& error
             if (my_revision != 0 && holder && holder->create_revision == my_revision) {
                 std::lock_guard const hold{mutex};
                 held = true;
+                owner_pid = etcd_detail::current_pid();
                 lost = false;
                 lease = my_lease;
                 key = my_key;
@@ -234,9 +235,8 @@ bool etcd_lock::impl::acquire(clock::time_point until, bool once, failure& error
 }
 
 bool etcd_lock::impl::release(failure& error) {
-    stop_keeper();
     std::unique_lock hold{mutex};
-    if (!held) {
+    if (!held_here()) {
         error = {make_error_code(errc::invalid_release), {}, 0};
         return false;
     }
@@ -244,6 +244,7 @@ bool etcd_lock::impl::release(failure& error) {
     auto const my_lease = lease;
     auto const my_revision = revision;
     hold.unlock();
+    stop_keeper();
     auto const until = clock::now() + etcd_detail::request_timeout;
     // Delete our key only if it is still the one we created; then revoke the lease (which would delete it
     // too, but could not tell us that it was already gone).
@@ -283,7 +284,7 @@ std::optional<holder_key> etcd_lock::impl::first_key(failure& error, clock::time
 
 bool etcd_lock::impl::key_is_ours(failure& error) const {
     std::unique_lock hold{mutex};
-    if (!held) return false;
+    if (!held_here()) return false;
     auto const my_key = key;
     auto const my_revision = revision;
     hold.unlock();
