@@ -437,7 +437,9 @@ TEST_SUITE("etcd lock") {
                                // here)
             ::_exit(status);
         }
-        CHECK(test::wait_exit(child, 10s) == std::optional<int>{0});
+        auto const status = test::wait_exit(child, 10s);
+        REQUIRE(status);
+        CHECK(*status == 0);
         std::this_thread::sleep_for(1500ms); // past the 1 s lease: the parent's keep-alive still runs
         CHECK(lock.owns_lock());
         CHECK(lock.still_held());

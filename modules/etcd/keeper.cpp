@@ -13,6 +13,8 @@ module;
 #include <string>
 #include <system_error>
 #include <thread>
+#include <utility>
+#include <vector>
 #ifdef _WIN32
 #include <process.h>
 #else
@@ -35,6 +37,21 @@ std::int64_t current_pid() noexcept {
     return ::getpid();
 #endif
 }
+
+namespace {
+
+/// Keeps a keep-alive thread object copied into a child by fork(): its thread does not exist here, so it can
+/// be neither joined nor detached (a pthread call on a thread of the parent; ThreadSanitizer aborts on it),
+/// and destroying it joinable would end the process. Reachable from a static pointer, so no leak checker
+/// counts it.
+void keep_forever(std::jthread orphan) {
+    static std::mutex mutex;
+    static auto* const orphans = new std::vector<std::jthread>;
+    std::lock_guard const hold{mutex};
+    orphans->push_back(std::move(orphan));
+}
+
+} // namespace
 
 } // namespace etcd_detail
 
@@ -72,12 +89,13 @@ void etcd_lock::impl::leave_gate() {
 
 etcd_lock::impl::~impl() {
     if (keeper.joinable() && keeper_pid != etcd_detail::current_pid())
-        keeper.detach(); // a fork()ed copy: no thread
+        etcd_detail::keep_forever(std::move(keeper)); // a fork()ed copy: no thread here
 }
 
 void etcd_lock::impl::start_keeper() {
     // Called with `mutex` held, just after the lock was taken: the new thread waits for it.
-    if (keeper.joinable()) keeper.detach(); // only after fork(): a live keeper is always stopped on release
+    if (keeper.joinable()) // only after fork(): a live keeper is always stopped on release
+        etcd_detail::keep_forever(std::move(keeper));
     keeper_pid = etcd_detail::current_pid();
     keeper = std::jthread{[this](std::stop_token const& stop) { keep_alive(stop); }};
 }
@@ -143,6 +161,10 @@ void etcd_lock::impl::report_lost(std::string const& why) {
 }
 
 bool etcd_lock::impl::refresh(failure& error) {
+    if (!held_by_this_process()) {
+        error = {make_error_code(errc::invalid_release), {}, 0};
+        return false;
+    }
     std::unique_lock hold{mutex};
     if (!held_here()) {
         error = {make_error_code(errc::invalid_release), {}, 0};

@@ -205,6 +205,7 @@ bool etcd_lock::locked(std::error_code& error) const noexcept {
 }
 
 bool etcd_lock::owns_lock() const noexcept {
+    if (!impl_->held_by_this_process()) return false;
     std::lock_guard const hold{impl_->mutex};
     return impl_->held_here();
 }
@@ -220,6 +221,7 @@ std::optional<lock_record> etcd_lock::owner() const {
 }
 
 std::uint64_t etcd_lock::token() const noexcept {
+    if (!impl_->held_by_this_process()) return 0;
     std::lock_guard const hold{impl_->mutex};
     return impl_->held_here() ? static_cast<std::uint64_t>(impl_->revision) : 0;
 }

@@ -2,6 +2,7 @@
 // exported. Defined in: lock.cpp (the public members: throwing and error_code forms), recipe.cpp (claim,
 // wait, release, looks at the lock), keeper.cpp (the object's gate, keep-alive, refresh).
 module;
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -76,11 +77,10 @@ struct etcd_lock::impl {
 
     mutable std::mutex mutex; ///< guards what follows (the keep-alive thread reads and writes it too)
     bool held = false;
-    std::int64_t owner_pid = 0; ///< the process that holds it: a child after fork() does not
-    bool lost = false;          ///< keep-alive found the lease gone or the key deleted
-    std::int64_t lease = 0;     ///< of the held lock
-    std::string key;            ///< "<name>/<lease hex>" of the held lock
-    std::int64_t revision = 0;  ///< its create_revision: token()
+    bool lost = false;         ///< keep-alive found the lease gone or the key deleted
+    std::int64_t lease = 0;    ///< of the held lock
+    std::string key;           ///< "<name>/<lease hex>" of the held lock
+    std::int64_t revision = 0; ///< its create_revision: token()
     std::chrono::seconds granted{0};
     etcd_detail::clock::time_point
         lease_end; ///< as last renewed (our clock, counted from before the request)
@@ -89,8 +89,14 @@ struct etcd_lock::impl {
     std::jthread keeper;
     std::int64_t keeper_pid = 0; ///< a keeper copied into a child by fork() has no thread there
 
-    /// Held by this object in this process (call with `mutex` held).
-    [[nodiscard]] bool held_here() const { return held && owner_pid == etcd_detail::current_pid(); }
+    /// The process that holds the lock (0: none). Read without `mutex`: a child after fork() must not touch a
+    /// mutex that a thread of its parent (the keep-alive) may have held at the fork, and it holds nothing.
+    std::atomic<std::int64_t> owner_pid{0};
+    [[nodiscard]] bool held_by_this_process() const noexcept {
+        return owner_pid.load() == etcd_detail::current_pid();
+    }
+    /// Held by this object in this process (call with `mutex` held, after held_by_this_process()).
+    [[nodiscard]] bool held_here() const { return held && held_by_this_process(); }
 
     /// Enters the gate by `until` (already_locked when this thread is in it; timeout after `until`).
     bool enter_gate(etcd_detail::clock::time_point until, etcd_detail::failure& error);

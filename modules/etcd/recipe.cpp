@@ -235,6 +235,10 @@ bool etcd_lock::impl::acquire(clock::time_point until, bool once, failure& error
 }
 
 bool etcd_lock::impl::release(failure& error) {
+    if (!held_by_this_process()) { // first: a child after fork() must not touch `mutex`
+        error = {make_error_code(errc::invalid_release), {}, 0};
+        return false;
+    }
     std::unique_lock hold{mutex};
     if (!held_here()) {
         error = {make_error_code(errc::invalid_release), {}, 0};
@@ -262,6 +266,7 @@ bool etcd_lock::impl::release(failure& error) {
     revoke(my_lease, until, ignored);
     hold.lock();
     held = false;
+    owner_pid = 0;
     lease = 0;
     key.clear();
     revision = 0;
@@ -283,6 +288,7 @@ std::optional<holder_key> etcd_lock::impl::first_key(failure& error, clock::time
 }
 
 bool etcd_lock::impl::key_is_ours(failure& error) const {
+    if (!held_by_this_process()) return false;
     std::unique_lock hold{mutex};
     if (!held_here()) return false;
     auto const my_key = key;
