@@ -2,6 +2,7 @@
 // the Mutex recipe's exclusion, FIFO hand-off and fencing tokens, leases that run out, servers that cannot be
 // reached, and interop with `etcdctl lock`.
 #include "support/etcd.hpp"
+#include "support/support.hpp"
 
 #include <doctest/doctest.h>
 
@@ -51,6 +52,16 @@ std::string read_all(std::filesystem::path const& path) {
     std::stringstream text;
     text << in.rdbuf();
     return text.str();
+}
+
+static_assert(openlock::cross_process_lock<openlock::file_lock>);
+static_assert(openlock::cross_process_lock<openlock::etcd_lock>);
+
+/// Generic code over either lock: holds it once under std::unique_lock and says its token.
+template <openlock::cross_process_lock Lock>
+std::uint64_t token_of_one_hold(Lock& lock) {
+    std::unique_lock const guard{lock};
+    return lock.owns_lock() ? lock.token() : 0;
 }
 
 /// The keys under "<name>/" as etcdctl lists them.
@@ -144,6 +155,18 @@ TEST_SUITE("etcd lock") {
             CHECK(e.holder().find("pid " + std::to_string(::getpid())) != std::string::npos);
             CHECK(e.path() == url);
         }
+    }
+
+    TEST_CASE("generic code takes either lock: file_lock and etcd_lock are both a cross_process_lock") {
+        test::scratch_dir dir;
+        auto fenced = openlock::get_defaults();
+        fenced.fencing = true;
+        openlock::file_lock file{dir / "generic.lock", 5s, fenced};
+        openlock::etcd_lock etcd{test::etcd_server::shared().url(test::unique_lock_name()), 5s};
+        CHECK(token_of_one_hold(file) > 0);
+        CHECK(token_of_one_hold(etcd) > 0);
+        CHECK_FALSE(file.owns_lock());
+        CHECK_FALSE(etcd.owns_lock());
     }
 
     TEST_CASE("tokens are create revisions: strictly increasing across acquisitions and objects") {
