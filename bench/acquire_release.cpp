@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Uncontended acquire+release of openlock::file_lock next to the raw syscall floor of the same claim method.
 //
 // The floor is the fewest system calls a correct implementation of the method makes, with nothing else:

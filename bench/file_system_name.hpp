@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The name of the file system a benchmark runs on (statfs f_type), for its report. Linux only, as the
 // benchmarks.
 #pragma once

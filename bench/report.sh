@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Runs the benchmarks and prints their results as the markdown tables of docs/performance.md, with a header saying
 # when, where and how they were made. Paste the output into docs/performance.md ("Latest run").
 #

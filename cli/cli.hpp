@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The openlock command-line tool: shared declarations of its sub-commands.
 #pragma once
 

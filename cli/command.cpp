@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The command of `openlock run`: started before the lock is taken, let go once it is held.
 //
 // Why POSIX does not use Boost.Process here:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // What the CLI needs from the OS besides the lock: stderr, the environment, UTC time, and the command's
 // status and signals. POSIX and Windows differ here, and only here.
 #include "cli.hpp"

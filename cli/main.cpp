@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // openlock: run a command under a cross-process lock, look at a lock, or break a stale one.
 #include "cli.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // `openlock run`: start the command held back, acquire naming its process group, let it run, release; the
 // command's status is ours.
 #include "cli.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // `openlock status` and `openlock break`: look at a lock from outside, and remove a stale one.
 #include "cli.hpp"
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # The openlock demo: several processes contend for one lock file through `openlock run`; every line says who holds
 # the lock and when. Then a holder is killed with SIGKILL: the lock stays held while its command runs (as flock(1)'s
 # would), and once the command is killed too, a waiting process takes over the stale lock.

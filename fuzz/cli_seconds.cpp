@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // libFuzzer target: the CLI's `--timeout SEC` parser on untrusted text. It accepts finite non-negative
 // numbers and throws cli::usage for everything else; any other exception escaping is a crash.
 #include "cli.hpp"

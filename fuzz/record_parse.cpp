@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // libFuzzer target: parse_record on untrusted bytes. Whatever it accepts serializes canonically and, when the
 // canonical text fits max_record_size (it may be longer than the input: empty fields and fractions are
 // written out), parses back to an equal record; it never throws (an escaping exception is a crash).

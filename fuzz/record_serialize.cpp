@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // libFuzzer target: serialize_record on records with arbitrary field contents (newlines, NULs, '=', any
 // byte). The text always parses back, to the record with '\n' and NUL replaced by '?', unless it is longer
 // than max_record_size, which parse_record must then refuse as too_large.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Builds the libFuzzer targets (configure preset `fuzz`: ASan+UBSan, coverage-instrumented library) into
 # build/fuzz and runs each for its share of SECONDS (default 60 in all), starting from the seed corpus in
 # fuzz/corpus/<target>/. Exits non-zero on the first crash, leak, sanitizer report or broken property; the input

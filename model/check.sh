@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Model-checks openlock.pml and lease.pml with spin (Debian package `spin`, installed by tools/bootstrap.sh; this script installs
 # nothing). The protocol as implemented must pass: mutual exclusion and its other assertions, no invalid end
 # state (nobody waits forever), no cycle without progress. Each broken variant must fail the way it should, so

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The acquisition loop (docs/protocol.md 6.1): one acquire's steps, claim, judge, take over or wait,
 // driven by acquire_blocking (file_lock.cpp) and acquire_async (async.cpp); with its deadlines and backoff.
 module;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // async_acquire: the acquisition loop (acquisition.cpp) driven by a coroutine on the caller's executor, so
 // that no thread blocks and a thousand waiters share one io_context thread.
 module;
@@ -139,7 +140,7 @@ asio::awaitable<error_code> acquire_async(std::shared_ptr<file_lock::impl> lock,
     }
 }
 
-error_code code_of(std::exception_ptr thrown) {
+error_code code_of(std::exception_ptr const& thrown) {
     try {
         std::rethrow_exception(thrown);
     } catch (boost::system::system_error const& e) {
@@ -155,19 +156,19 @@ error_code code_of(std::exception_ptr thrown) {
 
 } // namespace
 
-void file_lock::start_async_acquire(asio::any_io_executor executor, std::optional<duration> timeout,
+void file_lock::start_async_acquire(asio::any_io_executor const& executor, std::optional<duration> timeout,
                                     asio::any_completion_handler<void(error_code)> handler) {
     auto const slot = asio::get_associated_cancellation_slot(handler);
     auto const until = timeout ? detail::deadline_after(*timeout) : std::nullopt;
     // A strand: a gate wake-up posted from another thread runs only after the coroutine has started the wait
     // it ends (on a multi-threaded executor it could otherwise run first and be lost).
     asio::co_spawn(
-        asio::make_strand(std::move(executor)), acquire_async(impl_, until),
-        asio::bind_cancellation_slot(
-            slot, [handler = std::move(handler)](std::exception_ptr thrown, error_code result) mutable {
-                if (thrown) result = code_of(thrown);
-                std::move(handler)(result);
-            }));
+        asio::make_strand(executor), acquire_async(impl_, until),
+        asio::bind_cancellation_slot(slot, [handler = std::move(handler)](std::exception_ptr const& thrown,
+                                                                          error_code result) mutable {
+            if (thrown) result = code_of(thrown);
+            std::move(handler)(result);
+        }));
 }
 
 } // namespace openlock

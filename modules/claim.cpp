@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The claim (docs/protocol.md 4): one attempt to make the lock file appear with our record, by linking a
 // nameless or a named claim file or by an exclusive create; and staged claims (8.5), a handoff's short cut.
 module;
@@ -98,7 +99,7 @@ claim_result try_claim(fs::path const& lock_file, claim_method method, bool loca
             if (creation) {
                 // The name carries our fresh nonce: whatever stands there now (a file made although the call
                 // failed, EEXIST after an NFS retransmission) is ours to remove.
-                sys::remove_file(directory, claim_name);
+                best_effort(sys::remove_file(directory, claim_name));
                 error = {creation, out.claim_file, "cannot create the claim file"};
                 return claim_result::failed;
             }
@@ -109,7 +110,7 @@ claim_result try_claim(fs::path const& lock_file, claim_method method, bool loca
                 // generic failure), not EEXIST. A link to a second name of our own tells that from a file
                 // system without hard links.
                 if (!hard_links_work(lock_file, claim_name)) {
-                    sys::remove_file(directory, claim_name);
+                    best_effort(sys::remove_file(directory, claim_name));
                     return claim_result::no_hard_links;
                 }
                 code = std::make_error_code(std::errc::file_exists);
@@ -125,7 +126,8 @@ claim_result try_claim(fs::path const& lock_file, claim_method method, bool loca
     bool const readable = observe(lock_file, seen, unreadable);
     if (readable && seen.what == observation::kind::held && seen.record.nonce == out.nonce)
         return claim_result::acquired;
-    if (!out.claim_file.empty()) sys::remove_file(directory, sys::name_text(out.claim_file.filename()));
+    if (!out.claim_file.empty())
+        best_effort(sys::remove_file(directory, sys::name_text(out.claim_file.filename())));
     if (staged && readable && code == std::errc::file_exists) {
         // Taken, and EEXIST is certain (local): our file got no name, nobody has seen its nonce. It is kept
         // for the next attempt. Any other answer may hide a link that worked: that nonce is an orphan
@@ -200,7 +202,7 @@ void stage_claim(fs::path const& lock_file, staged_claim& staged, std::uint64_t 
     try {
         claim_terms terms;
         terms.bell = bell;
-        make_anonymous_claim(lock_file, terms, staged); // best effort: the claim reports what fails
+        best_effort(make_anonymous_claim(lock_file, terms, staged)); // the claim meets what fails here again
     } catch (...) {
         staged = {}; // getrandom failing, no memory: the claim meets (and reports) it again
     }
@@ -269,7 +271,7 @@ bool hard_links_work(fs::path const& lock_file, std::string const& claim_name) {
     auto const directory = by_path(lock_file);
     auto const probe = helper_name(lock_file, ".claim." + random_nonce());
     auto const code = sys::make_link(directory, claim_name, probe);
-    if (!code) sys::remove_file(directory, probe);
+    if (!code) best_effort(sys::remove_file(directory, probe));
     return !sys::means_no_hard_links(code);
 }
 

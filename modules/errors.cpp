@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The error vocabulary at work: the "openlock" error category, the exception types, and throw_failure,
 // which turns a failed step's code into the exception that matches it (modules/errors.cppm).
 module;

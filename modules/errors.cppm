@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // :errors — the error vocabulary: library states as openlock::errc, OS failures as the OS's own codes.
 module;
 #include <cstdint>
@@ -95,3 +96,12 @@ public:
 
 export template <>
 struct std::is_error_code_enum<openlock::errc> : std::true_type {};
+
+namespace openlock::detail {
+
+/// Marks a call whose failure changes nothing (cleanup of our own leftovers, a look whose answer is not
+/// needed): `best_effort(sys::remove_file(directory, name));` says so where a discarded error code would look
+/// forgotten.
+inline void best_effort(std::error_code const& /*ignored*/) noexcept {}
+
+} // namespace openlock::detail

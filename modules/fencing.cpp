@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Fencing tokens (docs/protocol.md 11.8): the highest token any acquisition of a lock has
 // finished with, read from and recorded in "<stem>.token" beside it.
 module;
@@ -51,9 +52,9 @@ bool raise_last_token(sys::directory const& directory, fs::path const& lock_file
         return false;
     }
     if (auto const code = sys::replace_file(directory, staged, name)) {
-        sys::remove_file(directory, staged);
+        best_effort(sys::remove_file(directory, staged));
         sys::file_content standing;
-        sys::read_file(directory, name, 0, standing);
+        best_effort(sys::read_file(directory, name, 0, standing));
         error = {code, directory / name,
                  refused_by_permissions(code)
                      ? "cannot record the fencing token: " + permission_remedy(standing.owner)
@@ -97,7 +98,7 @@ void remove_token_leftovers(sys::directory const& directory, fs::path const& loc
     if (sys::list_directory(directory, names)) return;
     for (auto const& name : names)
         if (name.starts_with(prefix) && is_nonce(std::string_view{name}.substr(prefix.size())))
-            sys::remove_file(directory, name);
+            best_effort(sys::remove_file(directory, name));
 }
 
 } // namespace

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The public API of file_lock (modules/file_lock.cppm) and what one lock object does for it: acquire through
 // the gate and the acquisition loop, release, inspect. Leases: lease.cpp; async_acquire: async.cpp.
 module;
@@ -126,7 +127,7 @@ void file_lock::unlock() noexcept {
             {error == errc::not_locked ? diagnostic::kind::lock_lost : diagnostic::kind::release_failed,
              impl_->lock_file, error.message()});
     } catch (...) {
-        // a throwing callback must not end the process from a destructor
+        // deliberately empty: a throwing callback must not end the process from a destructor
     }
 }
 

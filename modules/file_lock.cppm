@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // :file_lock — the lock object: Python openlock's and flufl.lock's vocabulary with C++ conventions
 // (TimedLockable, so std::unique_lock and std::scoped_lock work).
 module;
@@ -190,12 +191,12 @@ private:
             boost::asio::any_io_executor executor = boost::asio::get_associated_executor(
                 handler, self->get_executor() ? self->get_executor()
                                               : boost::asio::any_io_executor{boost::asio::system_executor{}});
-            self->start_async_acquire(std::move(executor), timeout,
+            self->start_async_acquire(executor, timeout,
                                       boost::asio::any_completion_handler<void(boost::system::error_code)>{
                                           std::forward<Handler>(handler)});
         }
     };
-    void start_async_acquire(boost::asio::any_io_executor executor, std::optional<duration> timeout,
+    void start_async_acquire(boost::asio::any_io_executor const& executor, std::optional<duration> timeout,
                              boost::asio::any_completion_handler<void(boost::system::error_code)> handler);
 
 public:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The exit registry: the locks this process holds, released by an atexit handler at normal exit
 // (docs/protocol.md 10), so that a process that forgets a lock does not leave it to a takeover.
 module;

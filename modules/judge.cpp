@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Observe and judge (docs/protocol.md 5, 11.2): what the lock path holds, and whether its holder still holds
 // it: alive, provably gone (stale), beyond judging here (unknown), or past its lease (expired).
 module;
@@ -34,7 +35,8 @@ std::string describe_type(sys::entry_kind kind);
 bool observe(fs::path const& lock_file, observation& out, failure& error) {
     out = {};
     sys::file_content content;
-    auto const code = sys::read_file(by_path(lock_file), name_of(lock_file), max_record_size, content);
+    auto const code =
+        sys::read_file(by_path(lock_file), name_of(lock_file), max_record_size, content, is_lease_record);
     out.identity = content.identity;
     out.changed = content.changed;
     out.modified = content.modified;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Leases on a file_lock (docs/protocol.md 11): refresh, expiration, lifetime, state, still_held, and the
 // keep-alive thread that refreshes a held lease.
 module;
@@ -107,7 +108,7 @@ void file_lock::impl::stop_keeper() {
         keeper.join();
 }
 
-void file_lock::impl::keep_alive(std::stop_token stop) {
+void file_lock::impl::keep_alive(std::stop_token const& stop) {
     std::unique_lock guard{mutex};
     auto pause = lease.value_or(held ? held->lifetime.value_or(duration{}) : duration{}) / 3;
     for (;;) {

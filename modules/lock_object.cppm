@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // :lock_object — what one file_lock object keeps, and the protocol loop as a step machine that the blocking
 // (file_lock.cpp) and the asynchronous (async.cpp) paths both drive. Internal: nothing here is exported.
 // Defined in: acquisition.cpp (acquisition, backoff, deadlines), path_gate.cpp (path_gate, the impl's gate
@@ -125,8 +126,8 @@ struct file_lock::impl {
 
     std::shared_ptr<detail::path_gate> gate;
     std::mutex mutex; ///< guards what follows
-    std::atomic<bool> abandoned{
-        false}; ///< the file_lock is being destroyed: pending asynchronous acquires give up
+    /// The file_lock is being destroyed: pending asynchronous acquires give up.
+    std::atomic<bool> abandoned{false};
     std::optional<detail::claim> held;
     std::uint64_t registration = 0;
     claim_method method = claim_method::automatic; ///< resolved at the first acquire
@@ -166,7 +167,7 @@ struct file_lock::impl {
     std::optional<duration> lifetime();
     void start_keeper();
     void stop_keeper();
-    void keep_alive(std::stop_token stop);
+    void keep_alive(std::stop_token const& stop);
 };
 
 namespace detail {

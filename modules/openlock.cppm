@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // openlock: cross-process file locks that work where OS lock primitives don't (NFS, containers, across
 // hosts).
 export module openlock;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Options (modules/options.cppm): the process-wide defaults, validate(), and what an option set comes to
 // (the effective lease, the flufl.lock separator).
 module;

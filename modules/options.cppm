@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // :options — the knobs of the protocol, process-wide defaults, and the diagnostics hook.
 module;
 #include <chrono>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The in-process gate (docs/protocol.md 9.1): every file_lock object of this process on one lock path passes
 // it, so that only one of them at a time acquires or holds the file; threads and coroutines wait here.
 module;

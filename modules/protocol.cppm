@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // :protocol — the portable steps of docs/protocol.md (claim, judge, guarded takeover, release), shared by
 // file_lock and the inspection functions. Internal: nothing here is exported.
 //
@@ -79,8 +80,8 @@ constexpr bool breakable(verdict judged) {
 struct observation {
     /// unreadable: a regular file we may not read (another user's, EACCES): held by someone we cannot judge.
     enum class kind { absent, held, invalid, unreadable } what = kind::absent;
-    bool content_problem =
-        false;           ///< invalid because of its bytes (may be mid-write), not because of its type
+    /// Invalid because of its bytes (may be mid-write), not because of its type.
+    bool content_problem = false;
     lock_record record;  ///< when held
     std::string problem; ///< when invalid or unreadable
     sys::file_identity identity;
@@ -190,8 +191,9 @@ struct takeover_report {
 /// Which lock files a takeover may remove.
 enum class takeover_mode {
     breakable_only, ///< only a record judged stale or expired (breakable())
-    forced,         ///< whatever was observed (break_lock with force, after an operator checked); a takeover
-                    ///< guard stuck for over a minute whose owner is not alive here is removed too
+    /// Whatever was observed (break_lock with force, after an operator checked); a takeover guard stuck for
+    /// over a minute whose owner is not alive here is removed too.
+    forced,
 };
 /// The takeover: removes exactly the observed lock file, serialized with every other takeover by the guard
 /// directory "<lock>.takeover", then sweeps what dead processes left beside it.

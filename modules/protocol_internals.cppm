@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // :protocol_internals — what the protocol's implementation units (claim.cpp, judge.cpp, takeover.cpp, ...)
 // share and nothing else needs: helper names, exact removals, the takeover guard. Internal: never exported.
 module;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // What the protocol tells an operator: whose file a refusal was about and what to do, and the diagnostics it
 // passes to options::on_diagnostic.
 module;

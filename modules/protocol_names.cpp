@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The names the protocol makes and how it reaches them: nonces, helper names ("<stem>.takeover", ...), the
 // lock's directory (docs/protocol.md 2, 2.1, 2.2), and the exact removal every cleanup step uses.
 module;
@@ -46,7 +47,7 @@ bool is_nonce(std::string_view text) {
 // (".takeover." + 32-hex nonce, 42 bytes) within NAME_MAX, a prefix of it plus a hash of all of it.
 std::string helper_stem(fs::path const& lock_file) {
     constexpr std::size_t longest_plain = 255 - 42;
-    auto const name = sys::name_text(lock_file.filename());
+    auto name = sys::name_text(lock_file.filename()); // not const: returned by move
     if (name.size() <= longest_plain) return name;
     std::uint64_t hash = 14695981039346656037ull; // FNV-1a
     for (unsigned char const c : name)

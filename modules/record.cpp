@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The on-disk record (docs/protocol.md 3, 11.9): parse_record and serialize_record, pure and fuzzed, and
 // describe_holder for messages. Helpers first; parse_record, serialize_record and describe_holder below.
 module;
@@ -88,8 +89,7 @@ parsed_record failure(record_status status, std::string problem) {
 }
 
 // flufl.lock 5 (Lock._set_claimfile, Lock.details): the lock file holds its claim file's path and nothing
-// else,
-// "<lock path><sep><host><sep><pid><sep><random>", split on the separator into exactly four parts. The
+// else, "<lock path><sep><host><sep><pid><sep><random>", split on the separator into exactly four parts. The
 // separator is the character before the trailing random digits.
 std::optional<lock_record> parse_flufl_claim(std::string_view text) {
     if (text.find_first_of(std::string_view{"\n\0", 2}) != std::string_view::npos) return std::nullopt;
@@ -317,3 +317,14 @@ std::string describe_holder(lock_record const& record) {
 }
 
 } // namespace openlock
+
+namespace openlock::detail {
+
+// The "lifetime=" line is never the first line (that is the pid); flufl.lock's record is one line with no
+// newline.
+bool is_lease_record(std::string_view bytes) noexcept {
+    return bytes.find("\nlifetime=") != std::string_view::npos ||
+           (!bytes.empty() && bytes.find('\n') == std::string_view::npos);
+}
+
+} // namespace openlock::detail

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // :record — the on-disk lock record: parse and serialize, pure functions with no I/O (fuzzed in test/).
 module;
 #include <chrono>
@@ -32,8 +33,8 @@ struct lock_record {
     std::string host;          ///< host name of the holder
     std::string boot_id;       ///< identity of the holder's boot; differs after a reboot
     std::string pid_namespace; ///< identity of the holder's pid namespace (containers)
-    std::optional<std::uint64_t>
-        start_time;    ///< the holder process's start time, in OS ticks (PID-reuse guard)
+    /// The holder process's start time, in OS ticks (PID-reuse guard).
+    std::optional<std::uint64_t> start_time;
     std::string nonce; ///< unique per acquisition: tells our record from every other
     std::optional<std::chrono::system_clock::time_point> acquired; ///< when the lock was taken
     /// A lease: the lock expires `lifetime` after `acquired`, or at the lock file's modification time when
@@ -103,3 +104,12 @@ inline constexpr std::size_t max_record_size = 4096;
 [[nodiscard]] std::string displayable(std::string_view text);
 
 } // namespace openlock
+
+namespace openlock::detail {
+
+/// Whether these bytes of a lock file (or a claim file) are a lease, judged by the file's modification time:
+/// a record with a "lifetime=" line, or flufl.lock's record (one line without a newline), whose lease is
+/// nothing but that time. What sys::read_file is given to take that time fresh, after the content. Internal.
+[[nodiscard]] bool is_lease_record(std::string_view bytes) noexcept;
+
+} // namespace openlock::detail

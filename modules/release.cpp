@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A holder's steps (docs/protocol.md 4.4, 10, 11.4): whether the lock file is still ours, its release, and
 // the refresh of its lease, the last two under the takeover guard where a breaker may be at work.
 module;
@@ -61,7 +62,8 @@ bool release_claim(fs::path const& lock_file, claim const& held, failure& error)
         error = unclear;
         return false;
     }
-    if (!held.claim_file.empty()) sys::remove_file(directory, sys::name_text(held.claim_file.filename()));
+    if (!held.claim_file.empty())
+        best_effort(sys::remove_file(directory, sys::name_text(held.claim_file.filename())));
     if (ours) return true;
     error = {errc::not_locked, lock_file, "the lock file was removed or replaced while held"};
     return false;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Inspection and break (docs/protocol.md 10): inspect() says what holds a lock path, break_lock() removes a
 // stale lock (or, forced, any lock) through the takeover (take_over, takeover.cpp).
 module;

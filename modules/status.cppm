@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // :status — looking at a lock file from outside (no lock object): what `openlock status` and `openlock break`
 // use.
 module;
@@ -19,13 +20,16 @@ enum class lock_state {
     ours,     ///< held by this process (its lease, if any, has not expired)
     theirs,   ///< held by another live process of this host (its lease, if any, has not expired)
     stale,    ///< the holder is provably gone: the next acquire takes it over
-    unknown,  ///< held by a process of another host, boot or pid namespace, without an expired lease: cannot
-              ///< be judged here, counts as held
-    invalid,  ///< the lock path holds something that is not a lock record (symlink, directory, garbage)
-    ours_expired,   ///< held by this process, but its lease expired more than clock_slop ago: others may
-                    ///< break it now (refresh sooner, or use keep_alive)
-    theirs_expired, ///< held by another process (of any host) whose lease expired more than clock_slop ago:
-                    ///< the next acquire breaks it
+    /// Held by a process of another host, boot or pid namespace, without an expired lease: cannot be judged
+    /// here, counts as held.
+    unknown,
+    invalid, ///< the lock path holds something that is not a lock record (symlink, directory, garbage)
+    /// Held by this process, but its lease expired more than clock_slop ago: others may break it now
+    /// (refresh sooner, or use keep_alive).
+    ours_expired,
+    /// Held by another process (of any host) whose lease expired more than clock_slop ago: the next acquire
+    /// breaks it.
+    theirs_expired,
 };
 
 /// The name of a state as the CLI prints it ("unlocked", "ours", ...).

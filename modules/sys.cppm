@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // :sys — the OS seam, declared once. platform/<os>/ implements it; CMake picks the folder. Nothing here is
 // exported to users. Every call reports the OS's own error code untouched.
 module;
@@ -142,12 +143,11 @@ enum class entry_kind { absent, regular, symlink, directory, other };
 struct file_content {
     entry_kind kind = entry_kind::absent;
     file_identity identity;
-    std::int64_t changed =
-        0; ///< status change time in ns: tells a new file from an old one with a reused inode
-    /// Modification time. Of a file whose bytes hold a "lifetime=" line or are one line without a newline
-    /// (flufl.lock's record) — a lease, judged by this time — read
-    /// after the content and fresh from the server where the OS can force that (network clients cache
-    /// attributes for seconds); of any other file, as the open file's status gave it.
+    /// Status change time in ns: tells a new file from an old one with a reused inode.
+    std::int64_t changed = 0;
+    /// Modification time: as the open file's status gave it, unless the caller's fresh_time_rule says the
+    /// bytes need it fresh (a lease, judged by this time); then read after the content, and fresh from the
+    /// server where the OS can force that (network clients cache attributes for seconds).
     std::chrono::system_clock::time_point modified;
     std::string bytes; ///< at most limit + 1 bytes of a regular file
     /// The owner's user id (POSIX; -1 where unknown): whom to name when the file cannot be read or removed.
@@ -157,9 +157,15 @@ struct file_content {
 /// The name of the user with this id, for messages ("" when there is none, or on Windows).
 std::string user_name(std::int64_t user_id);
 
+/// Decides from the bytes just read whether a file's modification time must be taken fresh, after the
+/// content (file_content::modified). The seam knows no record: the protocol supplies the rule.
+using fresh_time_rule = bool (*)(std::string_view bytes);
+
 /// Reads a file; absent is not an error. Reads at most limit + 1 bytes. permission_denied when the file
-/// exists but may not be read, with kind, identity and owner filled in.
-std::error_code read_file(directory const& at, std::string_view name, std::size_t limit, file_content& out);
+/// exists but may not be read, with kind, identity and owner filled in. The modification time is the one
+/// the open file's status gave, unless `needs_fresh_time` (none: never) says otherwise of the bytes read.
+std::error_code read_file(directory const& at, std::string_view name, std::size_t limit, file_content& out,
+                          fresh_time_rule needs_fresh_time = nullptr);
 
 /// The identity of the file a name holds now (lstat); no_such_file_or_directory when absent.
 std::error_code identify(directory const& at, std::string_view name, file_identity& out);

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The takeover (docs/protocol.md 7.3, 7.4, 11.3): under the takeover guard, removing exactly the lock file
 // that was observed and judged breakable, then sweeping what dead processes left beside it.
 module;
@@ -129,7 +130,7 @@ void remove_flufl_claim(sys::directory const& directory, fs::path const& lock_fi
     sys::file_content content;
     if (!sys::read_file(directory, named, max_record_size, content) &&
         content.kind == sys::entry_kind::regular && content.bytes == removed.bytes)
-        remove_if_unchanged(directory, named, content.identity);
+        best_effort(remove_if_unchanged(directory, named, content.identity));
 }
 
 // A process killed between creating a helper file (or directory) and writing its record leaves it empty, with
@@ -165,7 +166,7 @@ void sweep_leftovers(sys::directory const& directory, fs::path const& lock_file,
         bool removed = false;
         if (name.starts_with(claim_prefix) && is_nonce(std::string_view{name}.substr(claim_prefix.size()))) {
             sys::file_content content;
-            if (sys::read_file(directory, name, max_record_size, content)) continue;
+            if (sys::read_file(directory, name, max_record_size, content, is_lease_record)) continue;
             bool const abandoned = content.kind == sys::entry_kind::regular && content.bytes.empty() &&
                                    older_than(content.modified, abandoned_after);
             removed = (left_by_dead_process(content, settings, writer_rules::with_lease) || abandoned) &&

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The takeover guard (docs/protocol.md 7.2): a directory "<lock>.takeover" that one process at a time holds
 // while it removes a lock file, and the removal of guards (and half-made ones) that dead processes left.
 module;
@@ -44,7 +45,7 @@ opened_guard open_guard_directory(sys::directory const& parent, std::string cons
     if (sys::list_directory(out.opened, names) || names.size() != 1 || !is_nonce(names.front()))
         return opened_guard::other;
     out.owner_name = names.front();
-    auto const code = sys::read_file(out.opened, out.owner_name, max_record_size, out.owner);
+    auto const code = sys::read_file(out.opened, out.owner_name, max_record_size, out.owner, is_lease_record);
     if (code) return refused_by_permissions(code) ? opened_guard::unreadable : opened_guard::other;
     return out.owner.kind == sys::entry_kind::regular ? opened_guard::one_owner : opened_guard::other;
 }
@@ -139,7 +140,7 @@ takeover_guard::outcome takeover_guard::try_hold(options const& settings, std::s
 
 std::error_code takeover_guard::stage() {
     if (auto const code = sys::make_directory(directory_, staging_name_)) {
-        sys::remove_directory(directory_, staging_name_);
+        best_effort(sys::remove_directory(directory_, staging_name_));
         return code;
     }
     auto code = sys::open_subdirectory(directory_, staging_name_, staging_);
@@ -152,10 +153,10 @@ std::error_code takeover_guard::stage() {
 
 void takeover_guard::unstage() {
     if (!staging_.is_open()) {
-        sys::remove_directory(directory_, staging_name_); // empty, or not ours to empty
+        best_effort(sys::remove_directory(directory_, staging_name_)); // empty, or not ours to empty
         return;
     }
-    remove_if_unchanged(staging_, nonce_, owner_identity_);
+    best_effort(remove_if_unchanged(staging_, nonce_, owner_identity_));
     remove_emptied_directory(directory_, staging_name_, staging_, nonce_);
     staging_ = {};
 }

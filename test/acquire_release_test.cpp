@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Acquiring and releasing a file_lock in one process: what it touches on disk, reports and throws.
 #include "support/support.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // async_acquire on Asio: every token kind, timeouts, cancellation, and many waiters on one thread.
 #include "support/support.hpp"
 
@@ -36,7 +37,7 @@ template <class Coroutine>
 void run(Coroutine coroutine) {
     asio::io_context io;
     std::exception_ptr failure;
-    asio::co_spawn(io, std::move(coroutine), [&](std::exception_ptr thrown) { failure = thrown; });
+    asio::co_spawn(io, std::move(coroutine), [&](std::exception_ptr const& thrown) { failure = thrown; });
     io.run();
     if (failure) std::rethrow_exception(failure);
 }
@@ -221,6 +222,7 @@ TEST_SUITE("async") {
         auto const path = dir / "thousand.lock";
         constexpr int waiters = 1000;
         std::vector<std::unique_ptr<openlock::file_lock>> locks;
+        locks.reserve(waiters);
         for (int i = 0; i < waiters; ++i)
             locks.push_back(std::make_unique<openlock::file_lock>(path));
         int inside = 0;
@@ -239,7 +241,7 @@ TEST_SUITE("async") {
                     ++done;
                     lock->release();
                 },
-                [](std::exception_ptr thrown) {
+                [](std::exception_ptr const& thrown) {
                     if (thrown) std::rethrow_exception(thrown);
                 });
         auto const started = std::chrono::steady_clock::now();
@@ -264,6 +266,7 @@ TEST_SUITE("async") {
         auto const path = dir / "pool.lock";
         constexpr int waiters = 300;
         std::vector<std::unique_ptr<openlock::file_lock>> locks;
+        locks.reserve(waiters);
         for (int i = 0; i < waiters; ++i)
             locks.push_back(std::make_unique<openlock::file_lock>(path));
         std::atomic<int> inside{0};

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Bad input at the lock path: every case gets a typed error, never hangs, and deletes or overwrites nothing.
 // Here: lock paths in directories that are missing or read-only.
 #include "support/support.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Bad input at the lock path: every case gets a typed error, never hangs, and deletes or overwrites nothing.
 // Here: lock paths that are not regular files (symlinks, directories, FIFOs, sockets, devices).
 #include "support/support.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Bad input at the lock path: every case gets a typed error, never hangs, and deletes or overwrites nothing.
 // Here: lock file names that are not UTF-8, not ASCII, or long.
 #include "support/support.hpp"

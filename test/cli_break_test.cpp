@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // openlock break: stale and (with --force) live, garbage or leftover locks removed, and what it refuses.
 #include "support/cli.hpp"
 #include "support/support.hpp"

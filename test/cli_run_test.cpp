@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // openlock run: the command runs while the lock is held, its status and output pass through, and failures
 // have their own exit statuses.
 #include "support/cli.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The openlock command-line tool in hostile conditions: a killed openlock, exhausted descriptors, closed
 // standard streams, a failing release, records that hold escape sequences, odd arguments.
 #include "support/cli.hpp"

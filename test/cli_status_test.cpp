@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // openlock status: what it says of unlocked, held, stale, invalid and expired lock files, as text and JSON.
 #include "support/cli.hpp"
 #include "support/support.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The openlock command-line tool as a whole: its version, its help and the command lines it refuses.
 #include "support/cli.hpp"
 #include "support/support.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // describe_holder: a record told to a person, safely.
 #include "support/support.hpp"
 

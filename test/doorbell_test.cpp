@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The doorbell (docs/protocol.md 8.6): a holder that waited before names the doorbell it rings in its record,
 // and its release wakes one sleeping waiter, not every waiter; holders that ring none (or another one) are
 // waited for with directory events. Linux only: elsewhere there is no doorbell. Also: waiting where a seccomp
@@ -76,10 +77,12 @@ TEST_SUITE("doorbell") {
         CHECK(record.record.bell != 0);
 
         std::vector<std::unique_ptr<test::child>> waiters;
+        waiters.reserve(3);
         for (int i = 0; i < 3; ++i)
             waiters.push_back(test::start_helper({"queue", lock_path.string(), "300"}));
         std::this_thread::sleep_for(500ms); // all three looked, saw a ringing holder and sleep
         std::vector<std::int64_t> before;
+        before.reserve(waiters.size());
         for (auto const& waiter : waiters)
             before.push_back(voluntary_switches(waiter->pid()));
         holder.release();

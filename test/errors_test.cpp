@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The error vocabulary: openlock::errc, its category, and the exception types.
 #include "support/support.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Fencing tokens (options::fencing): every acquisition's token is greater than every earlier one, kept in a
 // token file beside the lock file.
 #include "support/support.hpp"
@@ -83,6 +84,7 @@ TEST_SUITE("fencing") {
                     other.release();
                     status = 0;
                 } catch (...) {
+                    // deliberately empty: the exit status (1) tells the parent
                 }
                 ::_exit(status);
             }

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The flufl.lock format (options::format = lock_format::flufl): what the files look like, that records of
 // flufl.lock are read and judged by their lease only, and that each side's expired lock is broken exactly.
 // The mixed test with the real Python flufl.lock is test/flufl/run.sh.
@@ -301,6 +302,7 @@ TEST_SUITE("leases") {
             std::mutex breaker_error_mutex; // a breaker that throws would end the process: its error is kept
             std::string breaker_error;
             std::vector<std::jthread> breakers;
+            breakers.reserve(2);
             for (int i = 0; i < 2; ++i)
                 breakers.emplace_back([&](std::stop_token const& stop) { // stopped also when a check throws
                     while (!stop.stop_requested()) {
@@ -326,10 +328,14 @@ TEST_SUITE("leases") {
                 std::this_thread::sleep_for(timing_scale *
                                             std::chrono::microseconds{15000 + (pause >> 8) % 10000});
                 std::error_code error;
+                auto const refreshed = std::chrono::steady_clock::now();
                 lock.refresh(error);
                 if (!error) {
                     ++kept;
-                    if (!lock.still_held()) ++wrong;
+                    // A loaded machine may pause this thread past the whole new lease before still_held()
+                    // looks; a breaker may then break it rightly. Only a loss inside the lease is wrong.
+                    bool const held = lock.still_held();
+                    if (!held && std::chrono::steady_clock::now() - refreshed < *settings.lifetime) ++wrong;
                 } else if (error == openlock::errc::not_locked) {
                     ++lost;
                     if (lock.still_held()) ++wrong;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The recovery of takeover guards and claim files left by dead processes, and of guards that a reader keeps.
 #include "support/support.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // inspect and break_lock: what a lock file says about its holder, and removing it when that is safe.
 #include "support/support.hpp"
 

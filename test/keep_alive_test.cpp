@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Keep-alive (options::keep_alive): a lease refreshed in the background for as long as it is held, and a lost
 // lock reported, never kept silently.
 #include "support/support.hpp"

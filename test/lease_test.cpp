@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Leases (options::lifetime, flufl.lock's model): the expiry a lock file carries, refresh, state, and
 // breaking an expired lock whoever holds it.
 #include "support/support.hpp"

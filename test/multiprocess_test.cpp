@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Mutual exclusion across processes, stale takeover after SIGKILL, exit and fork behaviour.
 #include "support/support.hpp"
 
@@ -32,6 +33,7 @@ void contend(std::string const& method) {
     constexpr int processes = 4;
     constexpr int iterations = 500;
     std::vector<std::unique_ptr<test::child>> children;
+    children.reserve(processes);
     for (int i = 0; i < processes; ++i)
         children.push_back(test::start_helper({"count", lock, counter, std::to_string(iterations), method}));
     for (auto& c : children)

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Options: the process-wide defaults, their validation, and what a file_lock takes from them.
 #include "support/support.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Who may release a lock: never an object that does not hold it, never the thread that holds it twice, and
 // never a lock file that is no longer the holder's.
 #include "support/support.hpp"

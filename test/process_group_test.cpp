@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A lock whose record names a process group (options::process_group): held while the group has a running
 // member, even when the holder's pid is gone; stale once the group has ended, when only zombies are left in
 // it, or when its number belongs to a process with another start time (docs/protocol.md 5.3).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // parse_record over random and mutated bytes: it never throws, and what it accepts round-trips.
 #include "support/support.hpp"
 

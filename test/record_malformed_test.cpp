@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Bytes that are not a whole record: empty, incomplete, malformed, too long or too large.
 #include "support/support.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The lock record format: parse_record and serialize_record are pure functions over untrusted bytes.
 // Here: what a record holds and how it is written.
 #include "support/support.hpp"
@@ -253,7 +254,10 @@ TEST_SUITE("records") {
         for (std::string const seconds :
              {"9223372037", "9999999999", "18446744074", "999999999999", "1000000000000"}) {
             for (std::string const fraction : {"", ".000000000", ".999999999"}) {
-                auto const text = "12\nsh\nversion=1\nnonce=n\nacquired=" + seconds + fraction + "\n";
+                std::string text = "12\nsh\nversion=1\nnonce=n\nacquired=";
+                text += seconds;
+                text += fraction;
+                text += "\n";
                 INFO("input: " << visible(text));
                 auto const parsed = openlock::parse_record(text);
                 if (parsed.status != openlock::record_status::ok) {

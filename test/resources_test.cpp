@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // What a process spends on locks, bounded (docs/reliability.md, "Resources"): a released lock object keeps no
 // descriptor, one inotify instance (and one epoll set) serves every waiter of a process, and doorbell FIFOs
 // go away with their last listener. Linux only: the counts are read from /proc/self/fd and
@@ -218,6 +219,7 @@ TEST_SUITE("resources") {
         // it.
         std::atomic<int> acquired{0};
         std::vector<std::jthread> threads;
+        threads.reserve(12);
         for (int i = 0; i < 12; ++i)
             threads.emplace_back([&, i] {
                 openlock::file_lock lock{spellings[static_cast<std::size_t>(i)] / "handed.lock", std::nullopt,

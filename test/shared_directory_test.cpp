@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Directories shared by several users (docs/security.md): what the library creates gets its directory's
 // access whatever the umask, and nothing is ever reached through a guard that is not a real directory.
 // The cases that need two users run as root in test/multiuser/.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Judging a holder from its record: stale (provably gone: taken over), held (live: waited for), unknown
 // (cannot be judged here: never taken over).
 #include "support/support.hpp"
@@ -304,8 +305,9 @@ TEST_SUITE("staleness") {
             openlock::file_lock lock{path, std::nullopt, options.settings};
             CHECK_THROWS_AS(lock.acquire(2s), openlock::invalid_lock_file);
             try {
-                CHECK_FALSE(lock.try_acquire()); // one look: busy (a writer may be mid-write) or invalid
+                CHECK_FALSE(lock.try_acquire());
             } catch (openlock::invalid_lock_file const&) {
+                // deliberately empty: one look may say busy (a writer may be mid-write) or invalid
             }
             options.settings.tries = 1;
             openlock::file_lock once{path, std::nullopt, options.settings};

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Threads of one process: one object shared as a mutex, two objects on one path, release from another thread.
 #include "support/support.hpp"
 
@@ -38,6 +39,7 @@ struct guarded_counter {
 
 void run_threads(int count, auto const& body) {
     std::vector<std::jthread> threads;
+    threads.reserve(static_cast<std::size_t>(count));
     for (int i = 0; i < count; ++i)
         threads.emplace_back([&body, i] { body(i); });
 }

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // file_lock as a TimedLockable: the standard library's guards and the timed try_lock calls drive it.
 #include "support/support.hpp"
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Licence lines: puts `// SPDX-License-Identifier: MIT` first in every tracked .cpp, .cppm, .hpp and .h, and
 # `# SPDX-License-Identifier: MIT` first (after the shebang, if any) in every tracked .sh, .py, CMakeLists.txt and
 # extensionless script that starts with a `#!` shebang (.ci/run, tools/cmake, tools/wine-run). Idempotent: a file

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Installs everything openlock needs on Debian 12: the Debian packages and CMake 4.3.1 (npm package) into .tools/.
 # Idempotent: a second run installs nothing and prints the CMake path. Prints `export PATH=...` hints only.
 set -euo pipefail

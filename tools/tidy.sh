@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # clang-tidy-19 (checks: .clang-tidy) over every unit of a build's compile_commands.json that lies in this source
 # tree, two at a time; every finding is an error (WarningsAsErrors), and the run exits 1 if any unit had one.
 # Usage: bash tools/tidy.sh [BUILD_DIR] [FILE...]   (default build/dev; FILEs: only those units)
@@ -17,37 +18,6 @@
 #   examples/consumer/       a separate project (the CI consumer section builds it against the installed package)
 #   *.hpp                    headers have no entry of their own: they are checked through the units that include
 #                            them (HeaderFilterRegex in .clang-tidy)
-#
-# Units with findings that their owners are fixing: modules/, platform/ and test/ are being rewritten on other
-# branches, so their findings are reported (the house-habits report lists them), not edited here. Their findings
-# are printed but do not fail the run, unless TIDY_STRICT=1. Remove a unit once it is clean; never add one of
-# cli/, bench/, torture/, fuzz/ or examples/ (fix those).
-pending=(
-  # 2026-12-07, clang-tidy 19.1.7 over build/dev: test/ units mostly for test/support/support.hpp:123 (a macro
-  # argument without parentheses, reported in every unit that includes it).
-  modules/async.cpp
-  modules/lease.cpp
-  modules/protocol.cpp
-  test/bad_input_test.cpp
-  test/async_test.cpp
-  test/cli_safety_test.cpp
-  test/cli_test.cpp
-  test/doorbell_test.cpp
-  test/errors_test.cpp
-  test/file_lock_test.cpp
-  test/flufl_test.cpp
-  test/multiprocess_test.cpp
-  test/lease_test.cpp
-  test/multiuser/swapper.cpp
-  test/options_test.cpp
-  test/process_group_test.cpp
-  test/record_test.cpp
-  test/resources_test.cpp
-  test/shared_directory_test.cpp
-  test/staleness_test.cpp
-  test/support/support.cpp
-  test/threads_test.cpp
-)
 set -euo pipefail
 # All of the run is in main, called together with exit on the last line: an edit of this file during a run
 # (bash reads a script as it runs) cannot make it run shifted text.
@@ -99,23 +69,16 @@ PY
   started=$SECONDS
   printf '%s\0' "${units[@]}" | xargs -0 -n 1 -P "$jobs" bash -c 'tidy_one "$1"' tidy_one
   failed=0
-  tolerated=0
   for marker in "$logs"/*.failed; do
     [ -e "$marker" ] || continue
     unit=$(head -n 1 "$marker")
-    note=""
-    if [ "${TIDY_STRICT:-0}" != 1 ] && printf '%s\n' "${pending[@]}" | grep -qxF "$unit"; then
-      tolerated=$((tolerated + 1))
-      note=" (pending: its owner fixes it; does not fail the run)"
-    else
-      failed=$((failed + 1))
-    fi
+    failed=$((failed + 1))
     echo
-    echo "---- $unit$note:"
+    echo "---- $unit:"
     grep -v -e '^[0-9]* warnings\? generated\.$' -e '^[0-9]* warnings\? and [0-9]* errors\? generated\.$' \
       "${marker%.failed}" || true
   done
-  echo "tools/tidy.sh: ${#units[@]} units in $((SECONDS - started))s, $failed with findings, $tolerated pending with findings"
+  echo "tools/tidy.sh: ${#units[@]} units in $((SECONDS - started))s, $failed with findings"
   [ "$failed" -eq 0 ]
 }
 main "$@"; exit $?

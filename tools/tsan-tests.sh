@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Runs the thread and async tests of a ThreadSanitizer build (preset tsan: `tools/cmake --workflow --preset tsan`)
 # and fails on any failed test or TSan report. Usage: bash tools/tsan-tests.sh [BUILD_DIR]  (default build/tsan)
 #

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Slowing workers down with a CPU quota: a cgroup v2 child with cpu.max, or, where the cpu controller is
 // bound to a cgroup v1 hierarchy instead (this VM: /sys/fs/cgroup/unified offers only hugetlb), a v1 cgroup
 // with cpu.cfs_quota_us, which is the same CFS bandwidth control. Where neither can be made, the driver says

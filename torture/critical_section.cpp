@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The critical section every holder runs, and the accounting for holders that were killed inside it
 // (README.md, "Why the count is exact").
 #include "shared_state.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* A fault-injection shim, LD_PRELOADed into torture workers. It wraps the libc calls openlock makes on the
  * lock directory and, with probability FAULT_PCT percent per call (default 5), and only for paths containing
  * FAULT_MATCH (when set), injects:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The end of a run: one more holder killed while holding, the supervisor's own takeover, the lock directory
 // that must be empty (documented clutter told apart), and the exact count of counter increments.
 #include "supervisor.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // openlock-torture: K processes hammer one lock while a supervisor kills, freezes and slows them, optionally
 // with faults injected into their system calls. Exit status 0 only when no run found a violation, a stall, a
 // lock that could not be taken over, or anything left in the lock directory. See torture/README.md.

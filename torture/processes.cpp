@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The supervisor's workers: fork + exec with their environment (the fault shim, the CPU-quota cgroup,
 // SCHED_IDLE), SIGKILL with the kill history the critical section checks against, reaping and respawning,
 // and stopping them at the end of a run.

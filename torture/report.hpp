@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // What the supervisor's reports print: a file's bytes made printable, a process's state, a directory's
 // entries.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The memory the supervisor and every worker share (a file mapped MAP_SHARED: it survives exec and SIGKILL).
 // Only std::atomic members with lock-free 32/64-bit types live here, so a process killed at any instruction
 // leaves every field either old or new, never torn. README.md has the counting argument these fields serve.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The supervisor: spawns the workers (fork + exec, with the fault shim preloaded when asked), kills holders
 // and waiters, freezes and thaws them, watches for a stall, and at the end proves that the lock can still be
 // taken over and that nothing is left in the lock directory. This file: the run itself, its blows and its

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The supervisor of one run, split by concern: supervisor.cpp (the run: blows, freezes, liveness checks and
 // their reports), processes.cpp (spawning, killing, reaping and stopping the workers), final_check.cpp (the
 // last takeover, the leftovers, the exact count); report.hpp (what the reports print about a process or a

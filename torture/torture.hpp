@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The driver's two roles: the supervisor (runs, kills, freezes, checks) and the worker it fork+execs.
 #pragma once
 #include "cpu_throttle.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A worker: acquires the one lock in a loop with a mix of calls, runs the critical section, releases. Runs in
 // its own exec'd process so that the fault shim can be LD_PRELOADed into it. Errors are expected under fault
 // injection: they are counted (and the first few written to stderr, which the supervisor sends to a log),

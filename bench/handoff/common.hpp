@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Shared by the parts of openlock-handoff (bench/handoff/): clocks, shared memory between processes, the lock
 // kinds next to openlock, process plumbing, statistics, and what each part measures.
 #pragma once

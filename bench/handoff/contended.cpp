@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Contended rows: K processes in the free, handoff or paced loop, each lock kind.
 #include "common.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The floors: a pipe wake-up; openlock's own handoff system calls, and the least handoff through a lock file,
 // both without lock logic.
 #include "common.hpp"

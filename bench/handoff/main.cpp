@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Contended handoff between processes (issue 6): openlock's blocking and asynchronous acquire next to the
 // anchors of the same run, printed side by side, then the issue's targets with PASS or MISS.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Waiters: parked behind a held lock, stale recovery after SIGKILL, 1,000 coroutines on one thread.
 #include "common.hpp"
 

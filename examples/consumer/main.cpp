@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Takes a lock with RAII and std::unique_lock, says who holds it, and releases it.
 #include <chrono>
 #include <cstdio>

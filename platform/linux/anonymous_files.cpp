@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Nameless claim files behind the :sys seam (Linux).
 //
 // Why these syscalls: open(O_TMPFILE) makes a file with no name, so the record can be written completely
@@ -61,14 +62,7 @@ std::error_code create_anonymous(directory const& at, std::string_view content, 
         return last_error();
     }
     auto file = posix::own_descriptor(fd);
-    while (!content.empty()) {
-        auto const written = ::write(fd, content.data(), content.size());
-        if (written < 0) {
-            if (errno == EINTR) continue;
-            return last_error();
-        }
-        content.remove_prefix(static_cast<std::size_t>(written));
-    }
+    if (posix::write_all(fd, content) != 0) return last_error();
     struct stat status{};
     if (::fstat(fd, &status) != 0) return last_error();
     if (posix::grant_file_access(at, fd, status) != 0) return last_error();

@@ -1,13 +1,15 @@
+// SPDX-License-Identifier: MIT
 // The process's pidfds, one per process watched, however many parts of the library use it (Linux).
 //
 // Why one table: the holder judgement (process.cpp) keeps the pidfds of processes it judged alive, because a
 // pidfd that is not readable proves that process has not exited and spares the /proc read of the next
-// judgement; the waiters (wake_sources.cpp) keep the pidfds of holders whose exit must wake them. Kept apart,
+// judgement; the waiters (watcher.cpp) keep the pidfds of holders whose exit must wake them. Kept apart,
 // both opened one for the same holder. Here an entry is one pid's pidfd, with the start time the judgement
 // verified for it (if it did) and the number of waiters watching it; the waiters' epoll set holds the
 // descriptor exactly while that number is above zero. Unwatched entries are kept for the judgement and for
-// waiters to come, the least recently used beyond eight closed. Included by both units in their global module
-// fragment; the table is one object for the program (an inline function's static).
+// waiters to come, the least recently used beyond eight closed. Included by process.cpp in its global module
+// fragment and by watcher.cpp (a plain unit); the table is one object for the program (an inline function's
+// static).
 #pragma once
 
 #include "../posix/descriptors.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Linux process identity behind the :sys seam.
 //
 // Why these calls:
@@ -12,16 +13,14 @@
 //   cannot change it by renaming a thread, so a live holder never stops matching its own record. When another
 //   user's exe link cannot be read, pid + start time + boot + namespace already identify the process.
 // - /proc may belong to another pid namespace (unshare --pid without a new /proc): then /proc/self is not us,
-// and
-//   nothing is judged from /proc at all (only kill()'s ESRCH), so unrelated processes are never mistaken for
-//   holders.
+//   and nothing is judged from /proc at all (only kill()'s ESRCH), so unrelated processes are never mistaken
+//   for holders.
 // - kill(pid, 0) answers ESRCH only for a pid that is provably free. A pid that exists but whose /proc entry
-// cannot
-//   be read (hidepid=2, another user's /proc) is "unknown", never "gone": we do not break what we cannot see.
+//   cannot be read (hidepid=2, another user's /proc) is "unknown", never "gone": we do not break what we
+//   cannot see.
 // - A zombie holds nothing: it can never release, so it counts as gone before its parent reaps it. A
-// thread-group
-//   leader that called pthread_exit() also shows state Z while its other threads run: num_threads tells them
-//   apart.
+//   thread-group leader that called pthread_exit() also shows state Z while its other threads run:
+//   num_threads tells them apart.
 // - /proc files are read with open() and read(), not iostreams, so that their descriptors are kept off 0, 1
 //   and 2 (platform/posix/descriptors.hpp), as every descriptor of the library is, pidfds included.
 module;

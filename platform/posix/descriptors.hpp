@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Descriptors the library opens on POSIX, kept off 0, 1 and 2.
 //
 // Why: a program started with stdin, stdout or stderr closed (`cmd 2>&-`, a daemon) gets its next open() on
@@ -52,6 +53,33 @@ std::string name_in(Directory const& at, std::string_view name) {
     return at.is_open() ? std::string{name} : (at.path / name).string();
 }
 
+/// Opens `name` in a directory (openat from its descriptor, or by path), retrying EINTR, off 0, 1 and 2.
+template <class Directory>
+int open_at(Directory const& at, std::string_view name, int flags, mode_t mode = 0) noexcept {
+    auto const path = name_in(at, name);
+    int fd = -1;
+    do
+        fd = ::openat(descriptor_of(at), path.c_str(), flags, mode);
+    while (fd < 0 && errno == EINTR);
+    return off_standard_streams(fd);
+}
+
+/// Owns a descriptor for the length of one call and closes it.
+class unique_fd {
+public:
+    explicit unique_fd(int fd) noexcept : fd_(fd) {}
+    unique_fd(unique_fd const&) = delete;
+    unique_fd& operator=(unique_fd const&) = delete;
+    ~unique_fd() {
+        if (fd_ >= 0) ::close(fd_);
+    }
+    [[nodiscard]] int get() const noexcept { return fd_; }
+    [[nodiscard]] bool valid() const noexcept { return fd_ >= 0; }
+
+private:
+    int fd_;
+};
+
 /// What a new file inside a directory with these permission bits must grant: read to whoever may enter the
 /// directory (docs/security.md). Removing it takes the directory's write permission, not the file's.
 inline mode_t file_access(unsigned directory_bits) noexcept {
@@ -89,6 +117,19 @@ int grant_file_access(Directory const& at, int fd, struct stat const& created) n
     }
     auto const wanted = static_cast<mode_t>(had | file_access(bits));
     return wanted == had ? 0 : ::fchmod(fd, wanted);
+}
+
+/// Writes all of content to fd, through short writes and EINTR: 0, or -1 with errno set.
+inline int write_all(int fd, std::string_view content) noexcept {
+    while (!content.empty()) {
+        auto const written = ::write(fd, content.data(), content.size());
+        if (written < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        content.remove_prefix(static_cast<std::size_t>(written));
+    }
+    return 0;
 }
 
 } // namespace openlock::sys::posix

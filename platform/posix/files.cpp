@@ -1,42 +1,43 @@
-// POSIX file operations behind the :sys seam.
+// SPDX-License-Identifier: MIT
+// POSIX file operations behind the :sys seam: files inside a directory (directories themselves:
+// directories.cpp).
 //
 // Why these syscalls:
 // - link(2) is the claim: atomic on every POSIX file system including NFS (flufl.lock, liblockfile), it never
 //   follows a symlink at the new name, and it fails with EEXIST whatever occupies that name.
 // - open(O_CREAT|O_EXCL|O_NOFOLLOW) is the fallback claim where link(2) is unsupported (EPERM on vfat and
-// some
-//   FUSE file systems) and creates claim files; it refuses to create through a symlink.
+//   some FUSE file systems) and creates claim files; it refuses to create through a symlink.
 // - Reads use lstat(2) first and open(O_NOFOLLOW|O_NONBLOCK) second, then check with fstat(2) that the same
 //   regular file was opened, so a symlink, FIFO or device at the lock path is reported, never followed or
-//   blocked on. A lease's expiry (the modification time of a file whose record has a lifetime) is taken after
-//   the read, with statx(AT_STATX_FORCE_SYNC) where there is one: NFS and FUSE clients serve plain stat(2)
-//   from a cache that is seconds old, and a stale time would break a live lease.
+//   blocked on. A lease's expiry (the modification time of a file whose bytes the caller's rule calls a
+//   lease) is taken after the read, with statx(AT_STATX_FORCE_SYNC) where there is one: NFS and FUSE clients
+//   serve plain stat(2) from a cache that is seconds old, and a stale time would break a live lease.
 // - utimensat(AT_SYMLINK_NOFOLLOW) sets a claim file's modification time (a lease's expiry, as flufl.lock).
-// - mkdir(2)/rename(2)/rmdir(2) on directories are the conditional operations the takeover guard is built
-//   from: rename onto a non-empty directory fails, rmdir of a non-empty directory fails (docs/protocol.md).
+// - rename(2) replaces the fencing token file atomically.
 // - Names are resolved from a directory descriptor (openat, unlinkat, fstatat/statx, linkat, renameat,
-// mkdirat,
-//   utimensat): a directory opened once by open_subdirectory (O_DIRECTORY|O_NOFOLLOW, O_PATH where Linux has
-//   it, so that search permission is all it needs) stays the directory that was judged, whoever swaps its
-//   name for a symlink in a shared directory afterwards (docs/protocol.md 2.4, docs/security.md).
+//   utimensat): a directory opened once by open_subdirectory stays the directory that was judged, whoever
+//   swaps its name for a symlink in a shared directory afterwards (docs/protocol.md 2.4, docs/security.md).
 // - What is created gets the access its directory gives its group and others (fchmod after a create whose
 //   umask took bits away): in a setgid group directory every member can read the records and empty a dead
 //   member's guard, whatever the creator's umask.
 // - Every descriptor kept or written through is moved off 0, 1 and 2 (descriptors.hpp).
 // - No fsync: a lock must survive its holder's crash, not the machine's; after a reboot the boot id differs.
+// - statx is Linux's (4.11, glibc 2.28): used where the headers have it, the fallbacks fstatat and fstat
+//   elsewhere, so that this file stays the POSIX part of the seam and linux/ holds what only Linux has
+//   (/proc, O_TMPFILE, inotify, pidfds, doorbells).
 module;
 #include <cerrno>
 #include <chrono>
 #include <cstring>
-#include <dirent.h>
 #include <fcntl.h>
 #include <filesystem>
-#include <gsl/gsl>
 #include <pwd.h>
 #include <string>
 #include <string_view>
 #include <sys/stat.h>
+#ifdef __linux__
 #include <sys/sysmacros.h>
+#endif
 #include <system_error>
 #include <unistd.h>
 #include <vector>
@@ -83,10 +84,12 @@ struct timespec as_timespec(std::chrono::system_clock::time_point when) noexcept
 
 // After the read: asking the server (FORCE_SYNC) where statx exists, else what fstat knows.
 std::chrono::system_clock::time_point fresh_modification_time(int fd, struct stat const& fallback) noexcept {
+#ifdef AT_STATX_FORCE_SYNC
     struct statx fresh{};
     if (::statx(fd, "", AT_EMPTY_PATH | AT_STATX_FORCE_SYNC, STATX_MTIME, &fresh) == 0 &&
         (fresh.stx_mask & STATX_MTIME) != 0)
         return as_time_point(fresh.stx_mtime.tv_sec, fresh.stx_mtime.tv_nsec);
+#endif
     struct stat status{};
     auto const& known = ::fstat(fd, &status) == 0 ? status : fallback;
     return as_time_point(known.st_mtim.tv_sec, known.st_mtim.tv_nsec);
@@ -96,6 +99,9 @@ std::chrono::system_clock::time_point fresh_modification_time(int fd, struct sta
 // from a cache that may be seconds old: a release would misjudge its own lock file, a waiter see a file that
 // is gone).
 int fresh_stat_at(int directory, char const* name, struct stat& out) noexcept {
+#ifndef AT_STATX_FORCE_SYNC
+    return ::fstatat(directory, name, &out, AT_SYMLINK_NOFOLLOW);
+#else
     struct statx fresh{};
     if (::statx(directory, name, AT_SYMLINK_NOFOLLOW | AT_STATX_FORCE_SYNC, STATX_BASIC_STATS, &fresh) != 0) {
         if (errno != ENOSYS && errno != EINVAL) return -1;
@@ -111,24 +117,12 @@ int fresh_stat_at(int directory, char const* name, struct stat& out) noexcept {
     out.st_mtim = {static_cast<time_t>(fresh.stx_mtime.tv_sec), static_cast<long>(fresh.stx_mtime.tv_nsec)};
     out.st_ctim = {static_cast<time_t>(fresh.stx_ctime.tv_sec), static_cast<long>(fresh.stx_ctime.tv_nsec)};
     return 0;
+#endif
 }
 
-class unique_fd {
-public:
-    explicit unique_fd(int fd) noexcept : fd_(fd) {}
-    unique_fd(unique_fd const&) = delete;
-    unique_fd& operator=(unique_fd const&) = delete;
-    ~unique_fd() {
-        if (fd_ >= 0) ::close(fd_);
-    }
-    [[nodiscard]] int get() const noexcept { return fd_; }
-    [[nodiscard]] bool valid() const noexcept { return fd_ >= 0; }
-
-private:
-    int fd_;
-};
-
 using posix::descriptor_of;
+using posix::open_at;
+using posix::unique_fd;
 
 // A name for the *at calls (see posix::name_in), kept for the length of one call.
 class name_in {
@@ -140,27 +134,6 @@ private:
     std::string text_;
 };
 
-int open_at(directory const& at, std::string_view name, int flags, mode_t mode = 0) noexcept {
-    name_in const path{at, name};
-    int fd = -1;
-    do
-        fd = ::openat(descriptor_of(at), path.c_str(), flags, mode);
-    while (fd < 0 && errno == EINTR);
-    return posix::off_standard_streams(fd);
-}
-
-std::error_code write_all(int fd, std::string_view content) noexcept {
-    while (!content.empty()) {
-        auto const written = ::write(fd, content.data(), content.size());
-        if (written < 0) {
-            if (errno == EINTR) continue;
-            return last_error();
-        }
-        content.remove_prefix(static_cast<std::size_t>(written));
-    }
-    return {};
-}
-
 // Creates `name` exclusively, never through a symlink, writes content, and gives it its directory's access.
 // The descriptor is returned open; on failure the name is removed again (ours: we just made it).
 std::error_code create_written(directory const& at, std::string_view name, std::string_view content,
@@ -168,7 +141,8 @@ std::error_code create_written(directory const& at, std::string_view name, std::
     descriptor = open_at(at, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0644);
     if (descriptor < 0) return last_error();
     struct stat status{};
-    auto error = write_all(descriptor, content);
+    std::error_code error;
+    if (posix::write_all(descriptor, content) != 0) error = last_error();
     if (!error && ::fstat(descriptor, &status) != 0) error = last_error();
     if (!error && posix::grant_file_access(at, descriptor, status) != 0) error = last_error();
     if (error) {
@@ -181,44 +155,7 @@ std::error_code create_written(directory const& at, std::string_view name, std::
     return {};
 }
 
-std::error_code opened(int fd, std::filesystem::path path, directory& out) {
-    if (fd < 0) return last_error();
-    auto handle = posix::own_descriptor(fd);
-    struct stat status{};
-    if (::fstat(fd, &status) != 0) return last_error();
-    if (!S_ISDIR(status.st_mode)) return std::make_error_code(std::errc::not_a_directory);
-    out.handle = std::move(handle);
-    out.path = std::move(path);
-    out.identity = identity_of(status);
-    out.access = status.st_mode & 07777;
-    return {};
-}
-
-// O_PATH needs no read permission on the directory (a group directory may grant search only); where there is
-// none, reading it is what opening it takes.
-#ifdef O_PATH
-constexpr int directory_flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
-#else
-constexpr int directory_flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC;
-#endif
-
 } // namespace
-
-std::error_code open_directory(std::filesystem::path const& path, directory& out) {
-    auto const where = path.empty() ? std::filesystem::path{"."} : path;
-    int fd = -1;
-    do
-        fd = ::open(where.c_str(), directory_flags);
-    while (fd < 0 && errno == EINTR);
-    return opened(posix::off_standard_streams(fd), where, out);
-}
-
-std::error_code open_subdirectory(directory const& parent, std::string_view name, directory& out) {
-    // O_NOFOLLOW|O_DIRECTORY: a symlink, even to a directory, answers ENOTDIR (ELOOP without O_PATH).
-    int const fd = open_at(parent, name, directory_flags | O_NOFOLLOW);
-    if (fd < 0 && errno == ELOOP) return std::make_error_code(std::errc::not_a_directory);
-    return opened(fd, parent / name, out);
-}
 
 std::error_code create_exclusive(directory const& at, std::string_view name, std::string_view content,
                                  file_identity& created) {
@@ -273,7 +210,8 @@ std::string user_name(std::int64_t user_id) {
     return entry.pw_name;
 }
 
-std::error_code read_file(directory const& at, std::string_view name, std::size_t limit, file_content& out) {
+std::error_code read_file(directory const& at, std::string_view name, std::size_t limit, file_content& out,
+                          fresh_time_rule needs_fresh_time) {
     out = {};
     struct stat before{};
     if (fresh_stat_at(descriptor_of(at), name_in{at, name}.c_str(), before) != 0) {
@@ -324,14 +262,10 @@ std::error_code read_file(directory const& at, std::string_view name, std::size_
         filled += static_cast<std::size_t>(got);
     }
     out.bytes.resize(filled);
-    // Only a lease is judged by its file's time: a record with a "lifetime=" line (never the first line: that
-    // is the pid), or flufl.lock's record, one line without a newline, whose lease is nothing but the file
-    // time. The fresh time costs a statx that asks the server; every other record gets the time fstat gave,
-    // and a waiter's look at a held lock one system call less.
-    std::string_view const bytes = out.bytes;
-    bool const lease = bytes.find("\nlifetime=") != std::string_view::npos ||
-                       (!bytes.empty() && bytes.find('\n') == std::string_view::npos);
-    out.modified = lease ? fresh_modification_time(fd.get(), opened)
+    // The fresh time costs a statx that asks the server: only where the caller's rule wants it (a lease);
+    // every other file gets the time fstat gave, and a waiter's look at a held lock one system call less.
+    bool const fresh = needs_fresh_time != nullptr && needs_fresh_time(out.bytes);
+    out.modified = fresh ? fresh_modification_time(fd.get(), opened)
                          : as_time_point(opened.st_mtim.tv_sec, opened.st_mtim.tv_nsec);
     return {};
 }
@@ -345,61 +279,10 @@ std::error_code set_modified(directory const& at, std::string_view name,
     return {};
 }
 
-std::error_code make_directory(directory const& at, std::string_view name) {
-    if (!at.is_open()) {
-        if (::mkdirat(AT_FDCWD, name_in{at, name}.c_str(), 0755) != 0) return last_error();
-        return {};
-    }
-    auto const access = posix::directory_access(at.access);
-    if (::mkdirat(descriptor_of(at), name_in{at, name}.c_str(), access) != 0) return last_error();
-    // The umask may have taken bits the directory gives: set them through a descriptor of what we made (no
-    // fchmodat: it would follow a symlink swapped in meanwhile).
-    unique_fd made{open_at(at, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)};
-    struct stat status{};
-    if (!made.valid() || ::fstat(made.get(), &status) != 0) return last_error();
-    if ((status.st_mode & 07777) != access && ::fchmod(made.get(), access) != 0) return last_error();
-    return {};
-}
-
-std::error_code rename_directory(directory const& at, std::string_view from, std::string_view to) {
-    int const fd = descriptor_of(at);
-    if (::renameat(fd, name_in{at, from}.c_str(), fd, name_in{at, to}.c_str()) != 0) return last_error();
-    return {};
-}
-
 std::error_code replace_file(directory const& at, std::string_view from, std::string_view to) {
     int const fd = descriptor_of(at);
     if (::renameat(fd, name_in{at, from}.c_str(), fd, name_in{at, to}.c_str()) != 0) return last_error();
     return {};
-}
-
-std::error_code remove_directory(directory const& at, std::string_view name) {
-    if (::unlinkat(descriptor_of(at), name_in{at, name}.c_str(), AT_REMOVEDIR) != 0) return last_error();
-    return {};
-}
-
-std::error_code list_directory(directory const& at, std::vector<std::string>& names) {
-    names.clear();
-    // Listing needs a descriptor opened for reading: of the opened directory itself ("." from it), never of a
-    // name that could have been swapped since.
-    int const fd =
-        at.is_open()
-            ? open_at(at, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-            : posix::off_standard_streams(::open(at.path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (fd < 0) return last_error();
-    DIR* listing = ::fdopendir(fd);
-    if (listing == nullptr) {
-        auto const error = last_error();
-        ::close(fd);
-        return error;
-    }
-    auto const close_listing = gsl::finally([listing] { ::closedir(listing); });
-    errno = 0;
-    while (dirent const* entry = ::readdir(listing)) {
-        std::string_view const name{entry->d_name};
-        if (name != "." && name != "..") names.emplace_back(name);
-    }
-    return errno != 0 ? last_error() : std::error_code{};
 }
 
 bool removed_name_vanishes_while_open() noexcept {

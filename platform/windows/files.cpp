@@ -1,4 +1,6 @@
-// Windows file operations behind the :sys seam.
+// SPDX-License-Identifier: MIT
+// Windows file operations behind the :sys seam: files inside a directory (directories themselves:
+// directories.cpp).
 //
 // Why these calls:
 // - CreateFileW(CREATE_NEW) is the exclusive create: it fails with ERROR_FILE_EXISTS whatever occupies the
@@ -19,12 +21,7 @@
 //   open without FILE_SHARE_DELETE) are retried for a moment before they are reported.
 // - Identity is the volume serial number plus the 64-bit file index of GetFileInformationByHandle (equal for
 //   two hard links of one file). The file index of ReFS is 128 bits wide; its low 64 bits are used.
-// - MoveFileExW(MOVEFILE_REPLACE_EXISTING) replaces the fencing token file atomically; MoveFileExW of a
-//   directory never replaces anything, so an empty directory at the target (a guard whose owner crashed while
-//   removing it) is removed first, which is what rename(2) would have done in one step. While another process
-//   has a handle inside the directories (listing the guard, reading its owner's record) the rename fails with
-//   a sharing violation: retried for a moment, then a directory standing at the target is a guard that is
-//   taken (Wine under load met this; before, the takeover failed with an error).
+// - MoveFileExW(MOVEFILE_REPLACE_EXISTING) replaces the fencing token file atomically.
 // - A pinned file (exclusive_create) keeps a handle with write access but no DELETE access while the lock is
 //   held: a handle with DELETE access would conflict with every reader that does not share delete (fopen).
 // - All names go through the `\\?\` form: no MAX_PATH limit, no DOS device names, UTF-16 names unchanged.
@@ -36,13 +33,11 @@ module;
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
-#include <gsl/gsl>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <system_error>
 #include <thread>
-#include <vector>
 
 module openlock;
 import :sys;
@@ -52,9 +47,8 @@ namespace {
 
 using win32::last_error;
 using win32::long_path;
+using win32::share_all;
 using win32::unique_handle;
-
-constexpr DWORD share_all = FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE;
 
 // STATUS_DELETE_PENDING behind an ERROR_ACCESS_DENIED of the last call (ntdll's RtlGetLastNtStatus).
 bool last_call_met_delete_pending() noexcept {
@@ -85,8 +79,7 @@ HANDLE open_name(std::wstring const& name, DWORD access, DWORD disposition, DWOR
 }
 
 file_identity identity_of(BY_HANDLE_FILE_INFORMATION const& info) noexcept {
-    return {info.dwVolumeSerialNumber,
-            (static_cast<std::uint64_t>(info.nFileIndexHigh) << 32) | info.nFileIndexLow};
+    return {info.dwVolumeSerialNumber, win32::file_index(info)};
 }
 
 std::error_code identify_handle(HANDLE handle, file_identity& out) noexcept {
@@ -174,40 +167,6 @@ std::chrono::system_clock::time_point as_time_point(LARGE_INTEGER const& ticks) 
 
 } // namespace
 
-namespace {
-
-// A directory handle keeps the directory's identity for the checks below; names inside it are still reached
-// by path (Win32 has no openat), each open refusing reparse points (FILE_FLAG_OPEN_REPARSE_POINT): see the
-// residual window in docs/security.md.
-std::error_code open_directory_handle(std::filesystem::path const& path, bool follow, directory& out) {
-    unique_handle opened{
-        ::CreateFileW(long_path(path).c_str(), FILE_READ_ATTRIBUTES, share_all, nullptr, OPEN_EXISTING,
-                      FILE_FLAG_BACKUP_SEMANTICS | (follow ? 0 : FILE_FLAG_OPEN_REPARSE_POINT), nullptr)};
-    if (!opened.valid()) return last_error();
-    FILE_ATTRIBUTE_TAG_INFO tag{};
-    BY_HANDLE_FILE_INFORMATION info{};
-    if (!::GetFileInformationByHandleEx(opened.get(), FileAttributeTagInfo, &tag, sizeof tag) ||
-        !::GetFileInformationByHandle(opened.get(), &info))
-        return last_error();
-    if ((tag.FileAttributes & FILE_ATTRIBUTE_DIRECTORY) == 0 ||
-        (!follow && (tag.FileAttributes & FILE_ATTRIBUTE_REPARSE_POINT) != 0))
-        return std::make_error_code(std::errc::not_a_directory);
-    out.handle = std::shared_ptr<void>{opened.release(), [](void* held) { ::CloseHandle(held); }};
-    out.path = path;
-    out.identity = identity_of(info);
-    return {};
-}
-
-} // namespace
-
-std::error_code open_directory(std::filesystem::path const& path, directory& out) {
-    return open_directory_handle(path.empty() ? std::filesystem::path{"."} : path, true, out);
-}
-
-std::error_code open_subdirectory(directory const& parent, std::string_view name, directory& out) {
-    return open_directory_handle(parent / name, false, out);
-}
-
 std::error_code create_exclusive(directory const& at, std::string_view name, std::string_view content,
                                  file_identity& created) {
     unique_handle file;
@@ -288,7 +247,8 @@ std::string user_name(std::int64_t) {
     return {};
 }
 
-std::error_code read_file(directory const& at, std::string_view name, std::size_t limit, file_content& out) {
+std::error_code read_file(directory const& at, std::string_view name, std::size_t limit, file_content& out,
+                          fresh_time_rule needs_fresh_time) {
     out = {};
     // FILE_FLAG_BACKUP_SEMANTICS opens a directory too (to say that a directory is there); reading a symlink
     // or a directory never happens: the kind is decided from the handle first.
@@ -323,51 +283,12 @@ std::error_code read_file(directory const& at, std::string_view name, std::size_
         filled += got;
     }
     out.bytes.resize(filled);
-    // The modification time after the content (a lease refresh sets it after writing nothing else).
+    // A lease's time after the content (a lease refresh sets it after writing nothing else).
+    if (needs_fresh_time == nullptr || !needs_fresh_time(out.bytes)) return {};
     FILE_BASIC_INFO after{};
     bool const fresh = ::GetFileInformationByHandleEx(file.get(), FileBasicInfo, &after, sizeof after);
     out.modified = as_time_point((fresh ? after : times).LastWriteTime);
     return {};
-}
-
-std::error_code make_directory(directory const& at, std::string_view name) {
-    if (!::CreateDirectoryW(long_path(at / name).c_str(), nullptr)) return last_error();
-    return {};
-}
-
-std::error_code rename_directory(directory const& at, std::string_view from, std::string_view to) {
-    auto const source = long_path(at / from);
-    auto const target = long_path(at / to);
-    DWORD code = 0;
-    for (int attempt = 0;; ++attempt) {
-        if (::MoveFileExW(source.c_str(), target.c_str(), 0)) return {};
-        code = ::GetLastError();
-        // A process listing the guard or reading its owner's record has a handle inside it for a moment.
-        if (code != ERROR_SHARING_VIOLATION || attempt == 20) break;
-        ::Sleep(attempt < 5 ? 1 : 10);
-    }
-    if (code == ERROR_SHARING_VIOLATION) {
-        // Still in use: a directory standing at the target is a guard somebody holds (or is reading).
-        DWORD const standing = ::GetFileAttributesW(target.c_str());
-        bool const directory = standing != INVALID_FILE_ATTRIBUTES &&
-                               (standing & FILE_ATTRIBUTE_DIRECTORY) != 0 &&
-                               (standing & FILE_ATTRIBUTE_REPARSE_POINT) == 0;
-        return win32::error_of(directory ? ERROR_DIR_NOT_EMPTY : code);
-    }
-    if (code != ERROR_ALREADY_EXISTS && code != ERROR_FILE_EXISTS && code != ERROR_ACCESS_DENIED)
-        return win32::error_of(code);
-    // rename(2) replaces an empty directory. RemoveDirectoryW removes only an empty one, so a guard that
-    // somebody renamed into place meanwhile (never empty) stays, and our rename fails as it should.
-    DWORD const attributes = ::GetFileAttributesW(target.c_str());
-    if (attributes == INVALID_FILE_ATTRIBUTES || (attributes & FILE_ATTRIBUTE_DIRECTORY) == 0 ||
-        (attributes & FILE_ATTRIBUTE_REPARSE_POINT) != 0)
-        return win32::error_of(code);
-    if (!::RemoveDirectoryW(target.c_str())) {
-        auto const removal = ::GetLastError();
-        return win32::error_of(removal == ERROR_DIR_NOT_EMPTY ? ERROR_DIR_NOT_EMPTY : code);
-    }
-    if (::MoveFileExW(source.c_str(), target.c_str(), 0)) return {};
-    return last_error();
 }
 
 std::error_code replace_file(directory const& at, std::string_view from, std::string_view to) {
@@ -381,31 +302,6 @@ std::error_code replace_file(directory const& at, std::string_view from, std::st
             return win32::error_of(code);
         ::Sleep(attempt < 5 ? 1 : 10);
     }
-}
-
-std::error_code remove_directory(directory const& at, std::string_view name) {
-    if (!::RemoveDirectoryW(long_path(at / name).c_str())) return last_error();
-    return {};
-}
-
-std::error_code list_directory(directory const& at, std::vector<std::string>& names) {
-    names.clear();
-    auto const pattern = long_path(at.path) + L"\\*";
-    WIN32_FIND_DATAW found{};
-    HANDLE const search = ::FindFirstFileExW(pattern.c_str(), FindExInfoBasic, &found, FindExSearchNameMatch,
-                                             nullptr, FIND_FIRST_EX_LARGE_FETCH);
-    if (search == INVALID_HANDLE_VALUE) {
-        auto const code = ::GetLastError();
-        return code == ERROR_FILE_NOT_FOUND ? std::error_code{} : win32::error_of(code); // empty
-    }
-    auto const close_search = gsl::finally([search] { ::FindClose(search); });
-    do {
-        std::wstring_view const name{found.cFileName};
-        // The same narrow form as path::string(), which the callers use to build these names again.
-        if (name != L"." && name != L"..") names.push_back(name_text(std::filesystem::path{name}));
-    } while (::FindNextFileW(search, &found));
-    auto const code = ::GetLastError();
-    return code == ERROR_NO_MORE_FILES ? std::error_code{} : win32::error_of(code);
 }
 
 // POSIX delete semantics (Windows 10 1709, NTFS) remove the name at once, but FAT, older systems and Wine

@@ -1,10 +1,10 @@
+// SPDX-License-Identifier: MIT
 // Windows process identity behind the :sys seam.
 //
 // Why these calls:
 // - Windows reuses process ids soon and often (small multiples of 4), so a pid is never an identity alone:
-// the
-//   creation time from GetProcessTimes (100 ns ticks since 1601, wall-clock based and fixed at creation) is
-//   the start_time, and a process with the recorded pid but another creation time is another process.
+//   the creation time from GetProcessTimes (100 ns ticks since 1601, wall-clock based and fixed at creation)
+//   is the start_time, and a process with the recorded pid but another creation time is another process.
 // - OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION) works on other users' processes too (not on protected
 //   ones). ERROR_INVALID_PARAMETER means "no such process": gone. Any other refusal is "unknown", never gone.
 //   A process that has exited but whose object is kept alive by someone's handle answers GetExitCodeProcess

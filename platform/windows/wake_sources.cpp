@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Event-driven waiting behind the :sys seam (Windows).
 //
 // Why these calls: ReadDirectoryChangesW, overlapped, reports the names that change in the lock's directory,
@@ -6,8 +7,8 @@
 // others again). It is started before the waiter's first look, so a release after that look is always
 // reported. A holder on this machine is watched through its process handle (OpenProcess(SYNCHRONIZE)), which
 // is signalled the moment it exits. Network drives (GetDriveTypeW == DRIVE_REMOTE, UNC paths) report only
-// this machine's changes reliably: there the waiter polls with backoff, as on NFS. Polling stays the safety
-// net everywhere (a buffer overflow, a directory that cannot be watched).
+// this machine's changes reliably: there (file_systems.cpp) the waiter polls with backoff, as on NFS. Polling
+// stays the safety net everywhere (a buffer overflow, a directory that cannot be watched).
 // Asynchronous waits look at the same two handles every 20 ms between timer waits (see async_wait_for).
 module;
 #include "win32.hpp"
@@ -51,14 +52,6 @@ DWORD wait_milliseconds(std::chrono::nanoseconds left) noexcept {
 }
 
 } // namespace
-
-bool is_network_file_system(std::filesystem::path const& directory) {
-    auto const name = win32::long_path(directory);
-    if (name.starts_with(LR"(\\?\UNC\)")) return true;
-    wchar_t volume[MAX_PATH + 1];
-    if (!::GetVolumePathNameW(name.c_str(), volume, MAX_PATH + 1)) return true; // cannot tell: poll
-    return ::GetDriveTypeW(volume) == DRIVE_REMOTE;
-}
 
 struct wake_sources::impl {
     unique_handle directory; ///< the watched directory, opened for overlapped ReadDirectoryChangesW

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Helpers shared by the Windows implementations of the :sys seam: handles, errors, paths, text.
 // Included in the global module fragment of platform/windows/*.cpp only.
 #pragma once
@@ -20,6 +21,16 @@ inline std::error_code last_error() noexcept {
 
 inline std::error_code error_of(DWORD code) noexcept {
     return {static_cast<int>(code), std::system_category()};
+}
+
+/// The share mode of every handle the library opens to a file or directory: read, write and delete
+/// (files.cpp says why).
+inline constexpr DWORD share_all = FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE;
+
+/// The 64-bit file index of GetFileInformationByHandle: with the volume serial number, a file's identity
+/// (equal for two hard links of one file; ReFS's 128-bit index is cut to its low 64 bits).
+inline std::uint64_t file_index(BY_HANDLE_FILE_INFORMATION const& info) noexcept {
+    return (static_cast<std::uint64_t>(info.nFileIndexHigh) << 32) | info.nFileIndexLow;
 }
 
 /// Owns a HANDLE (INVALID_HANDLE_VALUE or null when empty) and closes it.

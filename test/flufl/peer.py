@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The Python side of test/flufl/run.sh: Debian's python3-flufl.lock, used as its users use it.
 
   count LOCK COUNTER N       N times: lock, check that nobody else is inside, counter += 1, unlock

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # openlock and Python's flufl.lock (Debian's python3-flufl.lock 5) on one lock file (issue 3):
 #   1 mixed contention: openlock processes (`openlock run --format flufl`) and flufl.lock processes share an
 #     exact counter with a "someone is inside" marker; nothing is left over;

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Scenario 4 of test/fs/run.sh (sourced): "hosts" are UTS + pid + mount namespaces, each with its own FUSE client
 # bound at the same path, so PIDs collide across them; "another boot" is a mount namespace with a faked boot id.
 # Without a lease a holder elsewhere can never be judged, so it must never be taken over; with one it is taken

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Helpers of test/fs/run.sh (sourced): the scratch area, FUSE clients, a loopback sshd, "hosts", processes that
 # are cleaned up on exit, and the verdicts. Recipes: /work/shared/docs/testbeds.md.
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # The root-only rows of docs/reliability.md's matrix (issue 5), driven through the CLI and the test child:
 #   1 pid reuse in a pid namespace: a killed holder's pid taken by a process of another name, then by one of the
 #     same name (another start time): stale both times, and taken over;

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # openlock over NFS-like caching clients and across "hosts" (issue 3), driven through the CLI and the test child:
 #   1 two bindfs clients of one directory (attribute, entry and absent-name caches of 5 s): FUSE is detected as a
 #     shared file system (hard_link claims), processes on both contend, the counter is exact, nothing is left over;

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # shellcheck shell=bash
 # The cases of test/multiuser/run.sh (sourced): case_<name> NAME, each self-contained, each ending in one pass or
 # fail. Set up by lib.sh: $ol (openlock), $olchild, $swapper, $private (alice's 0700 directory), $work.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # shellcheck shell=bash
 # Helpers of test/multiuser/run.sh (sourced): the two users and their group, the scratch tree, running a command
 # as a user, processes that are cleaned up, and the verdicts.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Two users and a group against one lock, as a hostile second user would (run as root, in CI by .ci/run).
 # Users olmu-alice and olmu-bob, both in group olmu-team (made if missing, never removed); a setgid 2775 group
 # directory, a sticky 1777 directory and a private 0700 directory of alice's, in a fresh mktemp -d tree with a copy

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The hostile second user of test/multiuser/run.sh: an adversary that owns (or may rename entries of) the
 // lock's directory and swaps the library's helper names for symbolic links at the moment a victim reads them.
 //
@@ -96,7 +97,7 @@ int swap_mode(char const* dir_path, std::string const& stem, std::string const& 
                                            IN_OPEN | IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE | IN_ONLYDIR |
                                                IN_DONT_FOLLOW);
         if (wd < 0) return;
-        if (watched.count(wd) == 0) created_inside[wd].clear();
+        if (!watched.contains(wd)) created_inside[wd].clear();
         watched[wd] = name;
     };
     if (DIR* listing = ::fdopendir(::dup(dir))) {
@@ -145,7 +146,7 @@ int swap_mode(char const* dir_path, std::string const& stem, std::string const& 
                 created_inside[event->wd].insert(name); // the maker writing its own record: not a reader
             } else if (event->mask & IN_CLOSE_WRITE) {
                 created_inside[event->wd].erase(name); // written: whoever opens it next reads it
-            } else if ((event->mask & IN_OPEN) && created_inside[event->wd].count(name) == 0) {
+            } else if ((event->mask & IN_OPEN) && !created_inside[event->wd].contains(name)) {
                 swap(found->second, target);
             }
         }

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Checks shared by the bad-input suites: a snapshot of a directory tree to show that nothing changed, the
 // OS error an unusable lock path gives, and a real record to plant. Include after every other header: it
 // imports openlock.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The helper process of the multi-process tests.
 //   count LOCK COUNTER N [hard_link|anonymous_link|exclusive_create]
 //                         N times: acquire, check no one else is inside, counter += 1

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "support/cli.hpp"
 
 #include <doctest/doctest.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Running the openlock command-line tool in tests: its exit statuses, its one-line errors, and lock files
 // held or left stale by a helper process.
 #pragma once

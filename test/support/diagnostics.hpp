@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // What on_diagnostic reports, collected for a test to look at. Include after every other header: it imports
 // openlock.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Lock records for tests: this process's own record, provably stale ones, another host's, and lock files
 // replaced behind a holder's back. Include after every other header: it imports openlock.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Test support: scratch directories, helper processes and the CLI, shared by every test file.
 #pragma once
 
@@ -125,6 +126,6 @@ run_result run_cli(std::vector<std::string> const& arguments);
 /// Ends a test that cannot apply on this OS, saying why; ctest shows it as skipped (test/CMakeLists.txt).
 #define OPENLOCK_SKIP(reason)                                                                                \
     do {                                                                                                     \
-        MESSAGE("skipped: " << reason);                                                                      \
+        MESSAGE("skipped: " << (reason));                                                                    \
         return;                                                                                              \
     } while (false)

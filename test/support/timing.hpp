@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Options that keep the tests' waits short or event-driven, the claim methods to try, and a stopwatch.
 // Include after every other header: it imports openlock.
 #pragma once
