@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // :concepts — what generic code may ask of any lock of this library, whatever holds it: file_lock (a lock
 // file) and openlock.etcd's etcd_lock (etcd) both satisfy cross_process_lock.
 module;

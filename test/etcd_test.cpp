@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // openlock::etcd_lock against a real etcd (test/support/etcd.hpp starts one per test process on 127.0.0.1):
 // the Mutex recipe's exclusion, FIFO hand-off and fencing tokens, leases that run out, servers that cannot be
 // reached, and interop with `etcdctl lock`.

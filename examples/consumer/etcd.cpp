@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The same with the lock held in etcd (openlock::etcd): takes it, says its fencing token, and releases it.
 // Usage: etcd-consumer etcd://127.0.0.1:2379/consumer
 #include <chrono>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // :client at work: HTTP/1.1 requests to the JSON gateway with Boost.Beast, and the watch of a key's deletion.
 // Every step runs as an asynchronous operation on a private io_context, so that a deadline
 // (beast::tcp_stream's expiry) bounds connect, write and read alike: a server that accepts but never answers

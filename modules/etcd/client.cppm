@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // :client — etcd's v3 JSON gateway (POST /v3/...) over HTTP/1.1: one request at a time, each bounded in time,
 // failing over between the URL's endpoints; and the watch of one key's deletion. Internal: nothing here is
 // exported. Gateway facts this relies on (docs/etcd.md): keys and values are base64, 64-bit numbers are JSON

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The small pure parts of :client: the etcd:// URL, base64, prefix ranges and the gateway's field encoding.
 module;
 #include <boost/json/object.hpp>

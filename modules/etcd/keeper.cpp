@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The object's gate (threads sharing one etcd_lock take turns) and the lease while held: the keep-alive
 // thread (one POST /v3/lease/keepalive per renewal: the gateway cannot stream keep-alives), refresh(), and
 // what happens when the lease or the key turns out to be gone.

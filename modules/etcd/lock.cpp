@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // etcd_lock's public members: each fallible call in its throwing form and its error_code form, both over the
 // impl's steps (recipe.cpp, keeper.cpp).
 module;

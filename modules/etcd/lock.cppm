@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // :lock — openlock::etcd_lock: file_lock's vocabulary for a lock held in etcd, so that processes that share
 // no file system (containers on many hosts) exclude each other. The recipe is etcd's Mutex (docs/etcd.md).
 module;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // :lock_impl — what one etcd_lock keeps, and the steps of the Mutex recipe. Internal: nothing here is
 // exported. Defined in: lock.cpp (the public members: throwing and error_code forms), recipe.cpp (claim,
 // wait, release, looks at the lock), keeper.cpp (the object's gate, keep-alive, refresh).

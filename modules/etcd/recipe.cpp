@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The Mutex recipe on the JSON gateway (docs/etcd.md): a lease, then the key "<name>/<lease hex>" created in
 // a transaction on create_revision == 0; the lowest create_revision under "<name>/" holds the lock; a waiter
 // watches only its predecessor's deletion, and after every wake-up reads its own key again before it claims.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // test/support/etcd.hpp at work (POSIX: the etcd suite runs on Linux).
 #include "support/etcd.hpp"
 

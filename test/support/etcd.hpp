@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Test support for openlock.etcd: a real one-member etcd on 127.0.0.1, started by the test that needs it and
 // stopped by its pid at exit, and small process helpers (etcdctl, forked holders). No import: include freely.
 #pragma once
