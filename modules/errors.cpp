@@ -31,6 +31,10 @@ public:
             return "the lock is no longer held by this object";
         case errc::slow_system:
             return "slow system: a takeover took longer than race_delay";
+        case errc::unavailable:
+            return "no lock server could be reached";
+        case errc::server_error:
+            return "the lock server refused the request or answered unexpectedly";
         }
         return "unknown openlock error";
     }
@@ -94,6 +98,9 @@ namespace detail {
             throw not_locked(what.path, what.detail);
         case errc::slow_system:
             throw slow_system(what.path, what.detail);
+        case errc::unavailable:
+        case errc::server_error:
+            break; // no type of their own: lock_error with the code
         }
     }
     throw lock_error(what.code, what.path, what.detail);

@@ -22,6 +22,8 @@ enum class errc {
     already_locked,    ///< acquire by the thread that already holds this object's lock
     not_locked,        ///< the lock this object held was removed or replaced behind its back
     slow_system,       ///< a takeover lasted longer than race_delay (thrown only with slow_system_exception)
+    unavailable,       ///< no server of a lock service (etcd) answered within its time: nothing was decided
+    server_error,      ///< a lock server refused a request or answered something that is not its protocol
 };
 
 /// The category of openlock::errc; its name is "openlock".

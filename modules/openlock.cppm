@@ -7,3 +7,4 @@ export import :options;
 export import :record;
 export import :file_lock;
 export import :status;
+export import :concepts;

@@ -51,6 +51,10 @@ struct lock_status {
 [[nodiscard]] lock_status inspect(std::filesystem::path const& lock_file, options const& settings,
                                   std::error_code& error) noexcept;
 
+/// The record this process writes when it takes a lock now (pid, name, host, boot, pid namespace, start time,
+/// a fresh nonce, acquired = now): what lock services other than a file (openlock.etcd) store as the holder.
+[[nodiscard]] lock_record this_process_record();
+
 /// What break_lock did.
 enum class break_result {
     nothing_to_break, ///< there was no lock file

@@ -20,7 +20,7 @@ namespace {
 std::vector<openlock::errc> const every_errc = {
     openlock::errc::timeout,        openlock::errc::invalid_release, openlock::errc::invalid_lock_file,
     openlock::errc::invalid_option, openlock::errc::already_locked,  openlock::errc::not_locked,
-    openlock::errc::slow_system,
+    openlock::errc::slow_system,    openlock::errc::unavailable,     openlock::errc::server_error,
 };
 
 using test::contains;

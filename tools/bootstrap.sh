@@ -13,6 +13,8 @@ packages=(
   libboost1.81-dev doctest-dev libmsgsl-dev libbenchmark-dev
   ninja-build clang-format-19 clang-tidy-19 git ca-certificates spin bindfs fuse3 sshfs openssh-server
   python3-flufl.lock procps
+  # openlock.etcd's tests run against a real etcd (3.4.23 on Debian 12) and check interop with `etcdctl lock`.
+  etcd-server etcd-client
   # test/multiuser (root): useradd/groupadd/usermod, setpriv/setsid, python3 for its checks.
   passwd util-linux python3
   # The Windows cross build (preset windows-cross): mingw-w64 headers and libraries for clang, Wine for the tests.
