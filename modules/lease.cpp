@@ -96,7 +96,7 @@ void file_lock::impl::start_keeper() {
     // Called with `mutex` held: the new thread waits for it before it looks at `held`.
     if (keeper.joinable()) keeper.detach(); // only after fork(): a live keeper is always stopped on release
     keeper_pid = sys::current_pid();
-    keeper = std::jthread{[this](std::stop_token stop) { keep_alive(std::move(stop)); }};
+    keeper = std::jthread{[this](std::stop_token const& stop) { keep_alive(stop); }};
 }
 
 void file_lock::impl::stop_keeper() {
