@@ -36,7 +36,9 @@ char const* to_string(lock_state state) noexcept {
     return "invalid";
 }
 
-lock_record this_process_record() { return detail::make_record(detail::random_nonce()); }
+lock_record this_process_record() {
+    return detail::make_record(detail::random_nonce());
+}
 
 lock_status inspect(std::filesystem::path const& lock_file, options const& settings) {
     detail::observation seen;
