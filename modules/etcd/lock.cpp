@@ -15,6 +15,7 @@ module;
 #include <system_error>
 #include <thread>
 #include <utility>
+#include <vector>
 
 module openlock.etcd;
 import openlock;
@@ -54,6 +55,23 @@ void into_error_code(std::error_code& error, Step&& step) noexcept {
     } catch (...) {
         error = std::make_error_code(std::errc::not_enough_memory);
     }
+}
+
+/// True for an object that a child got from fork(): a thread of the parent (keep-alive) held or waited on its
+/// mutex, condition variable and connection, and none of them may even be destroyed here (destroying a
+/// condition variable that had a waiter blocks forever in glibc).
+bool copied_by_fork(etcd_lock::impl const& lock) noexcept {
+    auto const here = etcd_detail::current_pid();
+    auto const owner = lock.owner_pid.load();
+    return (lock.keeper_pid != 0 && lock.keeper_pid != here) || (owner != 0 && owner != here);
+}
+
+/// Keeps such an object for the rest of the process, reachable (so that no leak checker counts it).
+void keep_forever(std::unique_ptr<etcd_lock::impl> orphan) {
+    static std::mutex mutex;
+    static auto* const orphans = new std::vector<std::unique_ptr<etcd_lock::impl>>;
+    std::lock_guard const hold{mutex};
+    orphans->push_back(std::move(orphan));
 }
 
 } // namespace
@@ -103,6 +121,10 @@ etcd_lock::etcd_lock(std::string url, std::optional<duration> timeout, options s
 
 etcd_lock::~etcd_lock() {
     if (!impl_) return;
+    if (copied_by_fork(*impl_)) {
+        keep_forever(std::move(impl_));
+        return;
+    }
     std::error_code ignored; // the noexcept form: a destructor reports nothing (release() does)
     if (owns_lock()) release(ignored);
 }
