@@ -161,16 +161,18 @@ void etcd_lock::impl::report_lost(std::string const& why) {
     if (settings.on_lost) etcd_detail::call_guarded([&] { settings.on_lost(url); });
 }
 
+std::unique_lock<std::mutex> etcd_lock::impl::lock_if_held(failure& error) {
+    if (held_by_this_process()) { // first: a child after fork() must not touch `mutex`
+        std::unique_lock hold{mutex};
+        if (held_here()) return hold;
+    }
+    error = {make_error_code(errc::invalid_release), {}, 0};
+    return {};
+}
+
 bool etcd_lock::impl::refresh(failure& error) {
-    if (!held_by_this_process()) {
-        error = {make_error_code(errc::invalid_release), {}, 0};
-        return false;
-    }
-    std::unique_lock hold{mutex};
-    if (!held_here()) {
-        error = {make_error_code(errc::invalid_release), {}, 0};
-        return false;
-    }
+    auto hold = lock_if_held(error);
+    if (!hold) return false;
     auto const id = lease;
     hold.unlock();
     auto const asked = clock::now();

@@ -98,6 +98,9 @@ struct etcd_lock::impl {
     }
     /// Held by this object in this process (call with `mutex` held, after held_by_this_process()).
     [[nodiscard]] bool held_here() const { return held && held_by_this_process(); }
+    /// `mutex`, taken, when this object holds the lock in this process; otherwise an empty lock and
+    /// invalid_release in `error` (a child after fork() returns before it touches `mutex`).
+    [[nodiscard]] std::unique_lock<std::mutex> lock_if_held(etcd_detail::failure& error);
 
     /// Enters the gate by `until` (already_locked when this thread is in it; timeout after `until`).
     bool enter_gate(etcd_detail::clock::time_point until, etcd_detail::failure& error);

@@ -236,15 +236,8 @@ bool etcd_lock::impl::acquire(clock::time_point until, bool once, failure& error
 }
 
 bool etcd_lock::impl::release(failure& error) {
-    if (!held_by_this_process()) { // first: a child after fork() must not touch `mutex`
-        error = {make_error_code(errc::invalid_release), {}, 0};
-        return false;
-    }
-    std::unique_lock hold{mutex};
-    if (!held_here()) {
-        error = {make_error_code(errc::invalid_release), {}, 0};
-        return false;
-    }
+    auto hold = lock_if_held(error);
+    if (!hold) return false;
     auto const my_key = key;
     auto const my_lease = lease;
     auto const my_revision = revision;
